@@ -1,0 +1,380 @@
+"""The one training path for every task: resolve, data, build, compile, fit, evaluate, log,
+register.  Tasks plug in through :class:`zoo.tasks.base.Task`; nothing here knows a task."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zoo.errors import RunFailed, ZooError
+from zoo.recipe import Recipe
+from zoo.tasks import get_task
+from zoo.tasks.base import Prepared, Split, Task, reset_states
+
+FAST_DEV_STEPS = 2
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    experiment_id: str
+    test_metrics: dict[str, float]
+    registered_name: str
+    version: str
+    epochs_run: int
+    promoted: bool | None = None
+
+    def summary(self) -> str:
+        metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(self.test_metrics.items()))
+        return (f"run {self.run_id} (experiment {self.experiment_id}): {metrics}\n"
+                f"registered {self.registered_name} version {self.version}")
+
+
+# ------------------------------------------------------------------------------ set-up
+
+
+def _setup_runtime(recipe: Recipe):
+    """Seeds, determinism, precision and the distribution strategy, from the recipe."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    import keras
+
+    if recipe.train.distribute == "mirrored":
+        strategy = tf.distribute.MirroredStrategy()
+    else:
+        strategy = tf.distribute.get_strategy()
+    keras.utils.set_random_seed(recipe.train.seed)
+    try:
+        tf.config.experimental.enable_op_determinism()
+    except Exception:  # pragma: no cover - older TF
+        pass
+    keras.mixed_precision.set_global_policy(recipe.train.precision)
+    return strategy
+
+
+def make_optimizer(recipe: Recipe):
+    import keras
+
+    opt = recipe.train.optimizer
+    kwargs: dict[str, Any] = {"learning_rate": opt.learning_rate}
+    if opt.clipnorm is not None:
+        kwargs["clipnorm"] = opt.clipnorm
+    if opt.clipvalue is not None:
+        kwargs["clipvalue"] = opt.clipvalue
+    classes = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+               "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD,
+               "adagrad": keras.optimizers.Adagrad}
+    return classes[opt.name](**kwargs)
+
+
+def build_compiled(task: Task, prepared: Prepared, recipe: Recipe):
+    from zoo.registry import build_model
+
+    body = build_model(recipe.model, return_sequences=task.return_sequences,
+                       stateful=task.stateful, **recipe.hparams)
+    batch = recipe.train.batch_size if task.stateful else None
+    model = task.build(prepared, body, batch)
+    model.compile(optimizer=make_optimizer(recipe), **task.compile_args())
+    return model
+
+
+def _tensors(split: Split):
+    if split.sample_weight is None:
+        return (split.x, split.y)
+    return (split.x, split.y, split.sample_weight)
+
+
+def train_dataset(split: Split, batch_size: int, seed: int, first_epoch: int, epochs: int,
+                  shuffle: bool, drop_remainder: bool):
+    """All remaining epochs as one dataset, each epoch's order a pure function of (seed, epoch),
+    so a resumed run sees exactly the batches an uninterrupted one would."""
+    import tensorflow as tf
+
+    n = len(split)
+    tensors = tuple(tf.constant(a) for a in _tensors(split))
+
+    def epoch(e):
+        idx = tf.range(n, dtype=tf.int64)
+        if shuffle:
+            idx = tf.random.experimental.stateless_shuffle(
+                idx, seed=tf.stack([tf.constant(seed, tf.int64), e]))
+        ds = tf.data.Dataset.from_tensor_slices(idx).batch(batch_size, drop_remainder=drop_remainder)
+        return ds.map(lambda i: tuple(tf.gather(t, i) for t in tensors))
+
+    ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(split: Split, batch_size: int, drop_remainder: bool):
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices(_tensors(split))
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+def _callbacks(task: Task, prepared: Prepared, recipe: Recipe, mlflow, ckpt: Path,
+               history: dict[str, list[float]], es_state: dict[str, Any] | None,
+               save_checkpoints: bool):
+    import keras
+
+    class Tracking(keras.callbacks.Callback):
+        """Per-epoch metrics (and the task's derived ones and text artifacts) into MLflow,
+        then a resumable checkpoint."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = {k: float(v) for k, v in (logs or {}).items()}
+            logs.update(task.derived_metrics(logs))
+            for k, v in logs.items():
+                history.setdefault(k, []).append(v)
+            mlflow.log_metrics({k: v for k, v in logs.items() if math.isfinite(v)}, step=epoch)
+            for fname, text in task.epoch_artifacts(self.model, prepared, epoch).items():
+                mlflow.log_text(text, f"epochs/{epoch + 1:03d}_{fname}")
+            if save_checkpoints:
+                _save_checkpoint(ckpt, self.model, epoch, history, stopper)
+
+    class ResetStates(keras.callbacks.Callback):
+        """A stateful model starts every pass over a series from a zero state."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            reset_states(self.model)
+
+        def on_test_begin(self, logs=None):
+            reset_states(self.model)
+
+        def on_test_end(self, logs=None):
+            reset_states(self.model)
+
+    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            if es_state:
+                self.wait = es_state["wait"]
+                self.best = es_state["best"]
+                self.best_epoch = es_state["best_epoch"]
+                if es_state.get("best_weights") is not None:
+                    self.best_weights = es_state["best_weights"]
+
+    stopper = None
+    cbs: list = [keras.callbacks.TerminateOnNaN()]
+    if task.stateful:
+        cbs.append(ResetStates())
+    es = recipe.train.early_stopping
+    if es is not None:
+        stopper = ResumableEarlyStopping(monitor=es.monitor, patience=es.patience,
+                                         min_delta=es.min_delta,
+                                         restore_best_weights=es.restore_best_weights)
+        cbs.append(stopper)
+    cbs.append(Tracking())
+    return cbs, stopper
+
+
+def _save_checkpoint(ckpt: Path, model, epoch: int, history, stopper) -> None:
+    """Atomically replace the run's checkpoint: model (with optimizer state) and progress."""
+    ckpt.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=ckpt, prefix=".tmp-"))
+    model.save(tmp / "model.keras")
+    state: dict[str, Any] = {"epoch": epoch, "history": history}
+    if stopper is not None:
+        state["early_stopping"] = {"wait": stopper.wait, "best": float(stopper.best),
+                                   "best_epoch": stopper.best_epoch}
+        if stopper.best_weights is not None:
+            np.savez(tmp / "best_weights.npz", *stopper.best_weights)
+    (tmp / "state.json").write_text(json.dumps(state))
+    final = ckpt / "latest"
+    old = ckpt / ".old"
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _load_checkpoint(ckpt: Path):
+    import keras
+
+    latest = ckpt / "latest"
+    if not (latest / "state.json").exists():
+        return None
+    state = json.loads((latest / "state.json").read_text())
+    model = keras.saving.load_model(latest / "model.keras", safe_mode=True)
+    es = state.get("early_stopping")
+    if es is not None:
+        bw = latest / "best_weights.npz"
+        if bw.exists():
+            with np.load(bw) as z:
+                es["best_weights"] = [z[f"arr_{i}"] for i in range(len(z.files))]
+    return model, state
+
+
+# ------------------------------------------------------------------------------ the run
+
+
+def run(recipe: Recipe, *, fast_dev_run: bool = False, resume: str | None = None,
+        echo=print) -> RunResult:
+    """Train, evaluate, log and register one recipe.  User mistakes raise ZooError before
+    any MLflow run exists; a failure during training marks the run FAILED and raises RunFailed."""
+    task: Task = get_task(recipe.task)(recipe)
+    from zoo import tracking
+
+    mlflow = tracking.configure()
+    resume_state = None
+    if resume is not None:
+        resume_state = _check_resume(mlflow, recipe, resume, fast_dev_run)
+
+    prepared = task.prepare(fast=fast_dev_run)
+    if resume_state is not None and resume_state["tags"].get("zoo.data_hash") != prepared.data_hash:
+        raise ZooError(f"--resume {resume}: the data differ from the run's (data hash "
+                       f"{prepared.data_hash} != {resume_state['tags'].get('zoo.data_hash')})")
+
+    strategy = _setup_runtime(recipe)
+    if resume is None:
+        mlflow.set_experiment(recipe.experiment)
+        active = mlflow.start_run()
+    else:
+        active = mlflow.start_run(run_id=resume)
+    run_id = active.info.run_id
+    try:
+        with active:
+            result = _train(task, prepared, recipe, mlflow, strategy, run_id, fast_dev_run,
+                            resume is not None, echo)
+    except KeyboardInterrupt:
+        raise
+    except ZooError:
+        raise
+    except Exception as exc:  # the run is already marked FAILED by the context manager
+        raise RunFailed(f"run {run_id} failed: {type(exc).__name__}: {exc}") from exc
+    return result
+
+
+def _check_resume(mlflow, recipe: Recipe, run_id: str, fast_dev_run: bool) -> dict[str, Any]:
+    from zoo import tracking
+
+    if fast_dev_run:
+        raise ZooError("--resume cannot be combined with --fast-dev-run")
+    try:
+        run = mlflow.get_run(run_id)
+    except Exception:
+        raise ZooError(f"--resume {run_id}: no such run in {tracking.tracking_uri()}") from None
+    tags = run.data.tags
+    if tags.get("zoo.recipe_hash") != recipe.digest():
+        raise ZooError(f"--resume {run_id}: the run was made from a different recipe "
+                       f"(recipe hash {tags.get('zoo.recipe_hash')}, this one {recipe.digest()})")
+    if run.info.status == "FINISHED":
+        raise ZooError(f"--resume {run_id}: the run already finished")
+    if not (tracking.checkpoint_dir(run_id) / "latest" / "state.json").exists():
+        raise ZooError(f"--resume {run_id}: no checkpoint at {tracking.checkpoint_dir(run_id)} "
+                       "(the run died before finishing its first epoch: start it again)")
+    return {"tags": tags}
+
+
+def _train(task: Task, prepared: Prepared, recipe: Recipe, mlflow, strategy, run_id: str,
+           fast_dev_run: bool, resuming: bool, echo) -> RunResult:
+    from zoo import tracking
+
+    import keras
+
+    ckpt = tracking.checkpoint_dir(run_id)
+    tags = tracking.run_tags(recipe, prepared.data_hash, fast_dev_run)
+    history: dict[str, list[float]] = {}
+    es_state = None
+    first_epoch = 0
+    if resuming:
+        loaded = _load_checkpoint(ckpt)
+        with strategy.scope():
+            model, state = loaded
+        first_epoch = state["epoch"] + 1
+        history = state["history"]
+        es_state = state.get("early_stopping")
+        echo(f"zoo: resuming run {run_id} at epoch {first_epoch + 1}")
+    else:
+        mlflow.set_tags(tags)
+        tracking.log_params(mlflow, {**recipe.flat_params(),
+                                     **{f"data_info.{k}": str(v) for k, v in prepared.info.items()}})
+        mlflow.log_text(recipe.to_yaml(), "recipe.yaml")
+        with strategy.scope():
+            model = build_compiled(task, prepared, recipe)
+
+    bs = recipe.train.batch_size
+    epochs = 1 if fast_dev_run else recipe.train.epochs
+    drop = task.stateful or recipe.train.distribute != "none"
+    steps = len(prepared.train) // bs if drop else math.ceil(len(prepared.train) / bs)
+    if steps == 0:
+        raise ZooError(f"{recipe.path}: train.batch_size: {bs} is larger than the training set "
+                       f"({len(prepared.train)} examples)")
+    val_steps = None
+    if fast_dev_run:
+        steps = min(steps, FAST_DEV_STEPS)
+        val_steps = FAST_DEV_STEPS
+    train_ds = train_dataset(prepared.train, bs, recipe.train.seed, first_epoch, epochs,
+                             task.shuffle, drop)
+    val_ds = eval_dataset(prepared.val, bs, drop)
+    callbacks, stopper = _callbacks(task, prepared, recipe, mlflow, ckpt, history, es_state,
+                                    save_checkpoints=not fast_dev_run)
+    if first_epoch < epochs:
+        model.fit(train_ds, epochs=epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
+                  validation_data=val_ds, validation_steps=val_steps, callbacks=callbacks,
+                  verbose=recipe.train.verbose)
+    epochs_run = len(next(iter(history.values()), []))
+    if any(not math.isfinite(v) for v in history.get("loss", [])):
+        raise RuntimeError("training loss became NaN or infinite (TerminateOnNaN stopped it)")
+
+    if task.stateful:
+        reset_states(model)
+    test = prepared.test.head(FAST_DEV_STEPS * bs) if fast_dev_run else prepared.test
+    test_metrics = task.evaluate(model, Prepared(prepared.train, prepared.val, test,
+                                                 prepared.preprocessing, prepared.data_hash,
+                                                 prepared.info, prepared.extra), bs)
+    mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items() if math.isfinite(v)})
+
+    with tempfile.TemporaryDirectory() as tmpdir:
+        out = Path(tmpdir)
+        plots = [_loss_curve(history, out)] + task.plots(model, prepared, out)
+        for p in plots:
+            mlflow.log_artifact(str(p), "plots")
+        bundle = tracking.save_bundle(out / "zoo_model", model, prepared.preprocessing,
+                                      recipe.to_yaml(), test_metrics)
+        version_tags = {**tags, **{f"test_{k}": f"{v:.6g}" for k, v in test_metrics.items()},
+                        "zoo.run_id": run_id, "zoo.main_metric": f"test_{task.main_metric}"}
+        name, version = tracking.log_and_register(mlflow, bundle, recipe.registered_name,
+                                                  task.input_example(prepared), version_tags)
+    if ckpt.exists():
+        shutil.rmtree(ckpt, ignore_errors=True)
+    return RunResult(run_id, mlflow.get_run(run_id).info.experiment_id, test_metrics, name,
+                     version, epochs_run)
+
+
+def _loss_curve(history: dict[str, list[float]], outdir: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in ("loss", "val_loss"):
+        if history.get(key):
+            ax.plot(range(1, len(history[key]) + 1), history[key], marker="o", label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title("loss curve")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = outdir / "loss_curve.png"
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

@@ -1,0 +1,161 @@
+"""zoo.load: a registered model (champion, alias, version) or a local bundle, as a task-aware
+object.  Nothing is unpickled: the Keras model loads with safe_mode=True, preprocessing from
+JSON, the recipe from YAML read safely; every file is checked against the bundle's manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from zoo.errors import ZooError
+
+MANIFEST = "manifest.json"
+BUNDLE_FILES = ("model.keras", "preprocessing.json", "recipe.yaml", "metrics.json")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(bundle: Path) -> None:
+    files = {name: _sha256(bundle / name) for name in BUNDLE_FILES}
+    (bundle / MANIFEST).write_text(json.dumps(files, indent=1, sort_keys=True))
+
+
+def verify_bundle(bundle: Path, label: str) -> None:
+    """Raise a clear ZooError if a file of the bundle is missing, truncated or altered."""
+    mpath = bundle / MANIFEST
+    if not mpath.exists():
+        raise ZooError(f"{label}: not a zoo model (no {MANIFEST} in {bundle})")
+    try:
+        expected = json.loads(mpath.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise ZooError(f"{label}: {MANIFEST} is corrupt") from None
+    for name in BUNDLE_FILES:
+        f = bundle / name
+        if not f.exists():
+            raise ZooError(f"{label}: artifact {name} is missing")
+        if _sha256(f) != expected.get(name):
+            raise ZooError(f"{label}: artifact {name} is truncated or altered "
+                           "(its checksum does not match the one recorded at training)")
+
+
+def load_bundle(path: str | Path, *, name: str | None = None, version: str | None = None):
+    """Load a local zoo model bundle (a folder holding model.keras and its JSON/YAML)."""
+    bundle = Path(path)
+    label = f"{name} version {version}" if name else str(bundle)
+    if (bundle / "artifacts" / "zoo_model").is_dir():  # an MLflow model folder
+        bundle = bundle / "artifacts" / "zoo_model"
+    if not bundle.is_dir():
+        raise ZooError(f"{label}: no such model folder")
+    verify_bundle(bundle, label)
+    from zoo.tasks import get_task
+
+    recipe = yaml.safe_load((bundle / "recipe.yaml").read_text())
+    preprocessing = json.loads((bundle / "preprocessing.json").read_text())
+    metrics = json.loads((bundle / "metrics.json").read_text())
+    task_cls = get_task(recipe["task"]["name"])
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    import zoo.layers  # noqa: F401  (registers TanhRNN for deserialization)
+
+    try:
+        model = keras.saving.load_model(bundle / "model.keras", safe_mode=True)
+    except Exception as exc:
+        raise ZooError(f"{label}: model.keras could not be loaded: {type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    return task_cls.loaded_class(model, preprocessing, recipe, version=version, metrics=metrics,
+                                 name=name)
+
+
+# --------------------------------------------------------------------- registered models
+
+_SPEC = re.compile(r"^(?P<name>[A-Za-z0-9_.\-]+?)(?:@(?P<alias>[A-Za-z0-9_\-]+)|/(?P<version>\d+))?$")
+
+
+def model_cache_root() -> Path:
+    base = os.environ.get("ZOO_MODEL_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "zoo", "models")
+    return Path(base)
+
+
+def _store_key(uri: str) -> str:
+    return hashlib.sha256(uri.encode()).hexdigest()[:12]
+
+
+def resolve_version(client, name: str, alias: str | None, version: str | None):
+    """The model version a spec names: a version, an alias, else the champion, else newest."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if version is not None:
+            return client.get_model_version(name, version)
+        if alias is not None:
+            return client.get_model_version_by_alias(name, alias)
+        try:
+            return client.get_model_version_by_alias(name, "champion")
+        except MlflowException:
+            versions = client.search_model_versions(f"name='{name}'")
+            if not versions:
+                raise
+            return max(versions, key=lambda v: int(v.version))
+    except MlflowException:
+        what = f"version {version}" if version else f"alias {alias!r}" if alias else "any version"
+        raise ZooError(f"registered model {name!r} has no {what} in the store "
+                       f"(see `zoo models --registered`)") from None
+
+
+def load(spec: str):
+    """Load ``name`` (champion, else newest), ``name@alias``, ``name/version`` or a path."""
+    if not isinstance(spec, str) or not spec:
+        raise ZooError(f"zoo.load: expected a model name or path, got {spec!r}")
+    local = Path(spec).expanduser()
+    if spec.startswith((".", "/", "~")) or local.is_dir():
+        return load_bundle(local)
+    m = _SPEC.match(spec)
+    if not m:
+        raise ZooError(f"zoo.load: {spec!r} is not NAME, NAME@ALIAS, NAME/VERSION or a path")
+    name, alias, version = m["name"], m["alias"], m["version"]
+    from zoo import tracking
+
+    uri = tracking.tracking_uri()
+    cache = model_cache_root() / _store_key(uri) / name
+    if version is not None and (cache / version / "zoo_model" / MANIFEST).exists():
+        return load_bundle(cache / version / "zoo_model", name=name, version=version)
+    mlflow = tracking.configure()
+    client = mlflow.MlflowClient()
+    try:
+        mv = resolve_version(client, name, alias, version)
+    except ZooError:
+        raise
+    except Exception as exc:
+        raise ZooError(f"zoo.load({spec!r}): the tracking store {uri} cannot be reached: "
+                       f"{type(exc).__name__}") from None
+    target = cache / str(mv.version)
+    if not (target / "zoo_model" / MANIFEST).exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".dl-"))
+        try:
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{mv.version}/artifacts/zoo_model", dst_path=str(tmp))
+            if target.exists():
+                shutil.rmtree(target)
+            tmp.rename(target)
+        except Exception as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ZooError(f"{name} version {mv.version}: artifacts could not be downloaded: "
+                           f"{type(exc).__name__}: {exc}") from None
+    return load_bundle(target / "zoo_model", name=name, version=str(mv.version))
