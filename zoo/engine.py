@@ -186,6 +186,9 @@ def _save_checkpoint(ckpt: Path, model, epoch: int, history, stopper) -> None:
     ckpt.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=ckpt, prefix=".tmp-"))
     model.save(tmp / "model.keras")
+    # .keras keeps weights and optimizer state but not the random-seed generators' states
+    # (dropout masks): keep every variable so a resumed run draws the same masks.
+    np.savez(tmp / "variables.npz", *[np.asarray(v) for v in model.variables])
     state: dict[str, Any] = {"epoch": epoch, "history": history}
     if stopper is not None:
         state["early_stopping"] = {"wait": stopper.wait, "best": float(stopper.best),
@@ -205,13 +208,16 @@ def _save_checkpoint(ckpt: Path, model, epoch: int, history, stopper) -> None:
 
 
 def _load_checkpoint(ckpt: Path):
-    import keras
+    from zoo.loading import load_keras
 
     latest = ckpt / "latest"
     if not (latest / "state.json").exists():
         return None
     state = json.loads((latest / "state.json").read_text())
-    model = keras.saving.load_model(latest / "model.keras", safe_mode=True)
+    model = load_keras(latest / "model.keras")
+    with np.load(latest / "variables.npz") as z:
+        for i, var in enumerate(model.variables):
+            var.assign(z[f"arr_{i}"])
     es = state.get("early_stopping")
     if es is not None:
         bw = latest / "best_weights.npz"

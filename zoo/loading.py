@@ -67,18 +67,23 @@ def load_bundle(path: str | Path, *, name: str | None = None, version: str | Non
     preprocessing = json.loads((bundle / "preprocessing.json").read_text())
     metrics = json.loads((bundle / "metrics.json").read_text())
     task_cls = get_task(recipe["task"]["name"])
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-
-    import zoo.layers  # noqa: F401  (registers TanhRNN for deserialization)
-
     try:
-        model = keras.saving.load_model(bundle / "model.keras", safe_mode=True)
+        model = load_keras(bundle / "model.keras")
     except Exception as exc:
         raise ZooError(f"{label}: model.keras could not be loaded: {type(exc).__name__}: "
                        f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     return task_cls.loaded_class(model, preprocessing, recipe, version=version, metrics=metrics,
                                  name=name)
+
+
+def load_keras(path: Path):
+    """Load a .keras file with safe_mode=True, zoo's own layers registered first."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    import zoo.layers  # noqa: F401  (registers TanhRNN for deserialization)
+
+    return keras.saving.load_model(path, safe_mode=True)
 
 
 # --------------------------------------------------------------------- registered models
@@ -149,11 +154,14 @@ def load(spec: str):
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".dl-"))
         try:
-            mlflow.artifacts.download_artifacts(
+            got = mlflow.artifacts.download_artifacts(
                 artifact_uri=f"models:/{name}/{mv.version}/artifacts/zoo_model", dst_path=str(tmp))
+            Path(got).rename(tmp / "zoo_model.done")
             if target.exists():
                 shutil.rmtree(target)
-            tmp.rename(target)
+            target.mkdir()
+            (tmp / "zoo_model.done").rename(target / "zoo_model")
+            shutil.rmtree(tmp, ignore_errors=True)
         except Exception as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             raise ZooError(f"{name} version {mv.version}: artifacts could not be downloaded: "

@@ -92,8 +92,21 @@ def log_and_register(mlflow, bundle: Path, registered_name: str, input_example: 
                      tags: dict[str, str]) -> tuple[str, str]:
     """Log the bundle as a pyfunc model (models-from-code: nothing pickled) and register it.
     Returns (registered name, version)."""
+    import warnings
+
     code = Path(__file__).resolve().parent / "mlflow_model.py"
-    info = mlflow.pyfunc.log_model(
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Add type hints.*")
+        info = _log_pyfunc(mlflow, code, bundle, input_example, registered_name)
+    version = str(info.registered_model_version)
+    client = mlflow.MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(registered_name, version, key, value)
+    return registered_name, version
+
+
+def _log_pyfunc(mlflow, code: Path, bundle: Path, input_example: Any, registered_name: str):
+    return mlflow.pyfunc.log_model(
         name="model",
         python_model=str(code),
         artifacts={"zoo_model": str(bundle)},
@@ -101,8 +114,3 @@ def log_and_register(mlflow, bundle: Path, registered_name: str, input_example: 
         registered_model_name=registered_name,
         pip_requirements=["zoo", "tensorflow", "keras", "mlflow"],
     )
-    version = str(info.registered_model_version)
-    client = mlflow.MlflowClient()
-    for key, value in tags.items():
-        client.set_model_version_tag(registered_name, version, key, value)
-    return registered_name, version

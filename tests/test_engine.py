@@ -1,0 +1,194 @@
+"""The one engine, end to end on the echo task: tracking, registration, determinism, resume,
+fast dev runs of every shipped recipe, and a real `mlflow server` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import RECIPES, write
+from zoo.errors import ZooError
+from zoo.recipe import load_recipe
+
+SMALL_ECHO = """
+task: echo
+data: {total_series_length: 6000, eval_series_length: 1500, truncated_backprop_length: 15}
+model: {name: tanh-rnn, units: 4}
+train: {epochs: 3, batch_size: 5, seed: 7, verbose: 0, optimizer: {learning_rate: 0.02}}
+track: {experiment: echo-test}
+"""
+
+
+def run_recipe(path, overrides=(), **kw):
+    from zoo.engine import run
+
+    return run(load_recipe(path, overrides), echo=lambda *a: None, **kw)
+
+
+def client():
+    import mlflow
+
+    return mlflow.MlflowClient()
+
+
+def test_echo_run_is_tracked_and_registered(store, tmp_path):
+    recipe = write(tmp_path / "echo.yaml", SMALL_ECHO)
+    res = run_recipe(recipe)
+    assert res.registered_name == "tanh-rnn-echo" and res.version == "1"
+    assert res.test_metrics["accuracy"] > 0.9, res.test_metrics
+    c = client()
+    run = c.get_run(res.run_id)
+    assert run.info.status == "FINISHED"
+    tags = run.data.tags
+    assert tags["zoo.task"] == "echo" and tags["zoo.model"] == "tanh-rnn"
+    assert tags["zoo.fast_dev_run"] == "false" and len(tags["zoo.recipe_hash"]) == 16
+    assert len(tags["zoo.data_hash"]) == 16 and tags["zoo.version"]
+    assert run.data.params["model.units"] == "4" and run.data.params["train.epochs"] == "3"
+    for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
+        assert len(c.get_metric_history(res.run_id, key)) == 3, key
+    assert run.data.metrics["test_accuracy"] == pytest.approx(res.test_metrics["accuracy"])
+    files = {f.path for f in c.list_artifacts(res.run_id)} | {
+        f.path for f in c.list_artifacts(res.run_id, "plots")}
+    assert {"recipe.yaml", "plots/loss_curve.png", "plots/echo_batch.png"} <= files
+    mv = c.get_model_version("tanh-rnn-echo", "1")
+    assert mv.tags["zoo.task"] == "echo" and float(mv.tags["test_accuracy"]) > 0.9
+    assert not (Path("mlruns") / "checkpoints" / res.run_id).exists()
+
+    import zoo
+
+    model = zoo.load("tanh-rnn-echo")
+    series = [1, 0, 1, 1, 0, 0, 1, 0, 1, 1, 1, 0, 0, 0, 1, 1, 0, 1, 0, 0]
+    pred = model.predict([series])[0]
+    assert pred[3:] == series[:-3]
+
+
+def test_same_seed_same_metrics(store, tmp_path):
+    recipe = write(tmp_path / "echo.yaml", SMALL_ECHO.replace("epochs: 3", "epochs: 1"))
+    a = run_recipe(recipe)
+    b = run_recipe(recipe)
+    assert a.test_metrics == b.test_metrics
+    c = run_recipe(recipe, ["train.seed=8"])
+    assert c.test_metrics != a.test_metrics
+
+
+def test_fast_dev_run_is_tagged(store, tmp_path):
+    recipe = write(tmp_path / "echo.yaml", SMALL_ECHO)
+    res = run_recipe(recipe, fast_dev_run=True)
+    run = client().get_run(res.run_id)
+    assert run.data.tags["zoo.fast_dev_run"] == "true"
+    assert len(client().get_metric_history(res.run_id, "loss")) == 1
+    mv = client().get_model_version(res.registered_name, res.version)
+    assert mv.tags["zoo.fast_dev_run"] == "true"
+
+
+def test_validation_error_creates_no_run(store, tmp_path):
+    recipe = write(tmp_path / "echo.yaml", SMALL_ECHO)
+    out = subprocess.run([sys.executable, "-m", "zoo.cli", "run", str(recipe),
+                          "--set", "train.epochs=0"], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0, out.stderr
+    assert "echo.yaml: train.epochs" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("*.yaml")))
+def test_fast_dev_run_every_recipe(store, recipe):
+    needs_corpus = "echo" not in recipe
+    if needs_corpus and os.environ.get("ZOO_OFFLINE"):
+        pytest.skip("needs the package index for the default corpus")
+    res = run_recipe(RECIPES / recipe, fast_dev_run=True)
+    assert res.version == "1" and res.test_metrics
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_resume_after_kill_matches_uninterrupted(store, tmp_path):
+    """Kill a run after its first epoch; --resume ends with the metrics of a run never killed."""
+    recipe = write(tmp_path / "echo.yaml", SMALL_ECHO.replace("epochs: 3", "epochs: 4")
+                   .replace("total_series_length: 6000", "total_series_length: 30000")
+                   .replace("units: 4", "units: 4, dropout: 0.1"))
+    env = {**os.environ}
+    proc = subprocess.Popen([sys.executable, "-m", "zoo.cli", "run", str(recipe)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckroot = tmp_path / "mlruns" / "checkpoints"
+    deadline = time.time() + 240
+    state = None
+    while time.time() < deadline and proc.poll() is None:
+        states = list(ckroot.glob("*/latest/state.json"))
+        if states:
+            state = states[0]
+            break
+        time.sleep(0.05)
+    assert state is not None, proc.communicate()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run_id = state.parent.parent.name
+    done = json.loads(state.read_text())["epoch"] + 1
+    assert done < 4, "the run finished before it could be killed"
+    assert client().get_run(run_id).info.status == "RUNNING"
+
+    resumed = run_recipe(recipe, resume=run_id)
+    straight = run_recipe(recipe)
+    assert resumed.run_id == run_id
+    assert resumed.test_metrics == pytest.approx(straight.test_metrics, rel=1e-5, abs=1e-6)
+    hist = [m.value for m in sorted(client().get_metric_history(run_id, "loss"), key=lambda m: m.step)]
+    ref = [m.value for m in sorted(client().get_metric_history(straight.run_id, "loss"), key=lambda m: m.step)]
+    assert hist == pytest.approx(ref, rel=1e-5)
+    assert client().get_run(run_id).info.status == "FINISHED"
+
+    with pytest.raises(ZooError, match="already finished"):
+        run_recipe(recipe, resume=run_id)
+    with pytest.raises(ZooError, match="different recipe"):
+        run_recipe(recipe, ["train.epochs=5"], resume=straight.run_id)
+
+
+def test_tracking_against_real_mlflow_server(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        import urllib.request
+
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.25)
+        else:
+            pytest.fail("mlflow server did not start")
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        monkeypatch.setenv("ZOO_MODEL_CACHE", str(tmp_path / "cache"))
+        recipe = write(tmp_path / "echo.yaml", SMALL_ECHO)
+        res = run_recipe(recipe, fast_dev_run=True)
+        run = client().get_run(res.run_id)
+        assert run.info.status == "FINISHED"
+        assert "test_accuracy" in run.data.metrics
+        assert client().get_model_version("tanh-rnn-echo", "1").tags["zoo.task"] == "echo"
+        assert any((tmp_path / "server-artifacts").rglob("model.keras"))
+        assert not (tmp_path / "mlruns" / "mlflow.db").exists()  # nothing in the default store
+
+        import zoo
+
+        model = zoo.load("tanh-rnn-echo/1")
+        assert model.version == "1" and len(model.predict([[1, 0, 1, 1]])[0]) == 4
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
