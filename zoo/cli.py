@@ -22,7 +22,7 @@ def cmd_models(args) -> int:
     from zoo.registry import list_models, model_info
 
     if args.registered:
-        from zoo.registered import registered_table
+        from zoo.tracking import registered_table
 
         print(registered_table(args.pattern))
         return 0
@@ -66,7 +66,8 @@ def cmd_run(args) -> int:
     recipe = load_recipe(args.recipe, args.set or [])
     from zoo.engine import run
 
-    result = run(recipe, fast_dev_run=args.fast_dev_run, resume=args.resume)
+    result = run(recipe, fast_dev_run=args.fast_dev_run, resume=args.resume,
+                 echo=lambda msg: print(msg, file=sys.stderr))
     print(result.summary())
     return 0
 

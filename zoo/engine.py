@@ -35,9 +35,10 @@ class RunResult:
     promoted: bool | None = None
 
     def summary(self) -> str:
-        metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(self.test_metrics.items()))
+        metrics = ", ".join(f"test_{k}={v:.4f}" for k, v in sorted(self.test_metrics.items()))
+        champion = " (champion)" if self.promoted else ""
         return (f"run {self.run_id} (experiment {self.experiment_id}): {metrics}\n"
-                f"registered {self.registered_name} version {self.version}")
+                f"registered {self.registered_name} version {self.version}{champion}")
 
 
 # ------------------------------------------------------------------------------ set-up
@@ -358,10 +359,18 @@ def _train(task: Task, prepared: Prepared, recipe: Recipe, mlflow, strategy, run
                         "zoo.run_id": run_id, "zoo.main_metric": f"test_{task.main_metric}"}
         name, version = tracking.log_and_register(mlflow, bundle, recipe.registered_name,
                                                   task.input_example(prepared), version_tags)
+    decision = tracking.promote(mlflow.MlflowClient(), name, version,
+                                metric=f"test_{task.main_metric}",
+                                greater_is_better=task.greater_is_better,
+                                policy=recipe.track.promote, fast_dev_run=fast_dev_run)
+    mlflow.set_tags({f"zoo.promotion.{k}": "" if v is None else str(v)
+                     for k, v in decision.items()})
+    echo(f"zoo: {'promoted to champion' if decision['promoted'] else 'not promoted'}: "
+         f"{decision['reason']}")
     if ckpt.exists():
         shutil.rmtree(ckpt, ignore_errors=True)
     return RunResult(run_id, mlflow.get_run(run_id).info.experiment_id, test_metrics, name,
-                     version, epochs_run)
+                     version, epochs_run, decision["promoted"])
 
 
 def _loss_curve(history: dict[str, list[float]], outdir: Path) -> Path:

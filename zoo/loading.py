@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -112,19 +113,49 @@ def resolve_version(client, name: str, alias: str | None, version: str | None):
             return client.get_model_version_by_alias(name, alias)
         try:
             return client.get_model_version_by_alias(name, "champion")
-        except MlflowException:
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise
             versions = client.search_model_versions(f"name='{name}'")
             if not versions:
                 raise
             return max(versions, key=lambda v: int(v.version))
-    except MlflowException:
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise  # the store could not be asked: not a statement about the model
         what = f"version {version}" if version else f"alias {alias!r}" if alias else "any version"
         raise ZooError(f"registered model {name!r} has no {what} in the store "
                        f"(see `zoo models --registered`)") from None
 
 
+def _quick_failing_http():
+    """Fail fast on an unreachable tracking server (MLflow retries for minutes by default)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def ctx():
+        saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+                                                 "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    return ctx()
+
+
 def load(spec: str):
-    """Load ``name`` (champion, else newest), ``name@alias``, ``name/version`` or a path."""
+    """Load ``name`` (champion, else newest), ``name@alias``, ``name/version`` or a path.
+
+    Artifacts are cached per store under :func:`model_cache_root`; a version already cached is
+    loaded without asking the store, and an alias resolved before still loads, from the cache,
+    when the store cannot be reached."""
     if not isinstance(spec, str) or not spec:
         raise ZooError(f"zoo.load: expected a model name or path, got {spec!r}")
     local = Path(spec).expanduser()
@@ -140,30 +171,53 @@ def load(spec: str):
     cache = model_cache_root() / _store_key(uri) / name
     if version is not None and (cache / version / "zoo_model" / MANIFEST).exists():
         return load_bundle(cache / version / "zoo_model", name=name, version=version)
+    aliases_file = cache / "aliases.json"
+    alias_key = alias or ""
     mlflow = tracking.configure()
-    client = mlflow.MlflowClient()
     try:
-        mv = resolve_version(client, name, alias, version)
+        with _quick_failing_http():
+            mv = resolve_version(mlflow.MlflowClient(), name, alias, version)
+        resolved = str(mv.version)
     except ZooError:
         raise
     except Exception as exc:
-        raise ZooError(f"zoo.load({spec!r}): the tracking store {uri} cannot be reached: "
-                       f"{type(exc).__name__}") from None
-    target = cache / str(mv.version)
+        known = json.loads(aliases_file.read_text()) if aliases_file.exists() else {}
+        resolved = known.get(alias_key)
+        if version is not None or resolved is None or not (cache / resolved / "zoo_model").is_dir():
+            raise ZooError(f"zoo.load({spec!r}): the tracking store {uri} cannot be reached "
+                           f"({type(exc).__name__}) and no cached copy is known") from None
+        print(f"zoo: tracking store unreachable; loading cached {name} version {resolved}",
+              file=sys.stderr)
+        return load_bundle(cache / resolved / "zoo_model", name=name, version=resolved)
+    if version is None:
+        cache.mkdir(parents=True, exist_ok=True)
+        known = json.loads(aliases_file.read_text()) if aliases_file.exists() else {}
+        known[alias_key] = resolved
+        tmp = aliases_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(known))
+        tmp.replace(aliases_file)
+    target = cache / resolved
     if not (target / "zoo_model" / MANIFEST).exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".dl-"))
+        _download(mlflow, name, resolved, target)
+    return load_bundle(target / "zoo_model", name=name, version=resolved)
+
+
+def _download(mlflow, name: str, version: str, target: Path) -> None:
+    """Fetch a version's bundle into ``target/zoo_model`` atomically, checking it first."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".dl-"))
+    label = f"{name} version {version}"
+    try:
         try:
             got = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{name}/{mv.version}/artifacts/zoo_model", dst_path=str(tmp))
-            Path(got).rename(tmp / "zoo_model.done")
-            if target.exists():
-                shutil.rmtree(target)
-            target.mkdir()
-            (tmp / "zoo_model.done").rename(target / "zoo_model")
-            shutil.rmtree(tmp, ignore_errors=True)
+                artifact_uri=f"models:/{name}/{version}/artifacts/zoo_model", dst_path=str(tmp))
         except Exception as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise ZooError(f"{name} version {mv.version}: artifacts could not be downloaded: "
-                           f"{type(exc).__name__}: {exc}") from None
-    return load_bundle(target / "zoo_model", name=name, version=str(mv.version))
+            raise ZooError(f"{label}: artifacts could not be downloaded: {type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+        verify_bundle(Path(got), label)
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir()
+        Path(got).rename(target / "zoo_model")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

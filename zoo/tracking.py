@@ -114,3 +114,89 @@ def _log_pyfunc(mlflow, code: Path, bundle: Path, input_example: Any, registered
         registered_model_name=registered_name,
         pip_requirements=["zoo", "tensorflow", "keras", "mlflow"],
     )
+
+
+# ------------------------------------------------------------------------- promotion
+
+CHAMPION = "champion"
+
+
+def _version_metric(mv, metric: str) -> float | None:
+    try:
+        return float(mv.tags[metric])
+    except (KeyError, ValueError):
+        return None
+
+
+def promote(client, name: str, version: str, *, metric: str, greater_is_better: bool,
+            policy: str, fast_dev_run: bool) -> dict[str, Any]:
+    """Apply ``track.promote`` to a new version: move the champion alias to it when the policy
+    says so.  Every move is recorded on the new version (which version it replaced, and when).
+    Returns the decision, with the metric and both values, for the run's log."""
+    from datetime import datetime, timezone
+
+    from mlflow.exceptions import MlflowException
+
+    new = client.get_model_version(name, version)
+    new_value = _version_metric(new, metric)
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        current = None
+    old_value = _version_metric(current, metric) if current is not None else None
+    decision: dict[str, Any] = {"policy": policy, "metric": metric, "new_value": new_value,
+                                "champion_version": str(current.version) if current else None,
+                                "champion_value": old_value}
+    if fast_dev_run:
+        promoted, why = False, "fast dev runs are never promoted"
+    elif policy == "never":
+        promoted, why = False, "track.promote is 'never'"
+    elif policy == "always" or current is None:
+        promoted, why = True, "track.promote is 'always'" if policy == "always" else "no champion yet"
+    elif new_value is None:
+        promoted, why = False, f"the new version has no {metric}"
+    elif old_value is None:
+        promoted, why = True, f"the champion (version {current.version}) has no {metric}"
+    else:
+        better = new_value > old_value if greater_is_better else new_value < old_value
+        op = ">" if greater_is_better else "<"
+        promoted = better
+        why = (f"{metric} {new_value:.6g} {op} {old_value:.6g} of version {current.version}"
+               if better else
+               f"{metric} {new_value:.6g} does not beat {old_value:.6g} of version {current.version}")
+    decision.update(promoted=promoted, reason=why)
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        client.set_model_version_tag(name, version, "zoo.champion_since", now)
+        client.set_model_version_tag(name, version, "zoo.replaced_champion",
+                                     str(current.version) if current else "none")
+    client.set_model_version_tag(name, version, "zoo.promotion", why)
+    return decision
+
+
+def registered_table(pattern: str = "*") -> str:
+    """Registered models matching ``pattern``: versions, aliases and the champion's metric."""
+    import fnmatch
+
+    mlflow = configure()
+    client = mlflow.MlflowClient()
+    rows = []
+    for rm in sorted(client.search_registered_models(), key=lambda m: m.name):
+        if not fnmatch.fnmatchcase(rm.name, pattern):
+            continue
+        versions = client.search_model_versions(f"name='{rm.name}'")
+        latest = max(versions, key=lambda v: int(v.version)) if versions else None
+        aliases = getattr(rm, "aliases", {}) or {}
+        shown = client.get_model_version(rm.name, aliases[CHAMPION]) if CHAMPION in aliases else latest
+        metric = shown.tags.get("zoo.main_metric", "") if shown else ""
+        value = shown.tags.get(metric, "") if shown else ""
+        rows.append([rm.name, str(len(versions)), latest.version if latest else "-",
+                     ", ".join(f"{a}→v{v}" for a, v in sorted(aliases.items())) or "-",
+                     f"{metric}={value} (v{shown.version})" if metric else "-",
+                     shown.tags.get("zoo.task", "") if shown else ""])
+    if not rows:
+        return f"no registered models match {pattern!r} in {tracking_uri()}"
+    from zoo.cli import _table
+
+    return _table(rows, ["registered model", "versions", "latest", "aliases", "main metric", "task"])

@@ -163,8 +163,14 @@ class EchoModel(LoadedModel):
         return self._net
 
     def predict(self, series) -> list[list[int]]:
+        """Each series is a list of class ids or a string of them ("0 1 1 0")."""
         out = []
         for s in series:
+            if isinstance(s, str):
+                try:
+                    s = [int(t) for t in s.split()]
+                except ValueError:
+                    raise ZooError(f"echo predict: {s[:40]!r} is not a series of class ids") from None
             arr = np.asarray(s)
             if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.number):
                 raise ZooError("echo predict: each series must be a non-empty 1-D list of class ids")
@@ -178,8 +184,7 @@ class EchoModel(LoadedModel):
         """Series as strings of class ids ("0 1 1 0"), a list or a one-column DataFrame."""
         if hasattr(model_input, "iloc"):
             model_input = model_input.iloc[:, 0].tolist()
-        series = [[int(t) for t in s.split()] if isinstance(s, str) else s for s in model_input]
-        return [" ".join(map(str, p)) for p in self.predict(series)]
+        return [" ".join(map(str, p)) for p in self.predict(list(model_input))]
 
 
 EchoTask.loaded_class = EchoModel
