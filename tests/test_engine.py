@@ -192,3 +192,16 @@ def test_tracking_against_real_mlflow_server(tmp_path, monkeypatch):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_from_recipe(store, tmp_path, precision):
+    import zoo
+
+    recipe = write(tmp_path / "echo.yaml", SMALL_ECHO)
+    res = run_recipe(recipe, [f"train.precision={precision}", "model.name=lstm"], fast_dev_run=True)
+    model = zoo.load(f"{res.registered_name}/{res.version}").keras_model
+    lstm = [layer for layer in model.layers if layer.__class__.__name__ == "LSTM"][0]
+    assert lstm.dtype_policy.name == precision
+    assert model.get_layer("head").dtype_policy.name == "float32"  # softmax stays float32
+    assert model.outputs[0].dtype == "float32"

@@ -265,6 +265,10 @@ def run(recipe: Recipe, *, fast_dev_run: bool = False, resume: str | None = None
         raise
     except Exception as exc:  # the run is already marked FAILED by the context manager
         raise RunFailed(f"run {run_id} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        import keras
+
+        keras.mixed_precision.set_global_policy("float32")  # the process-wide default again
     return result
 
 
