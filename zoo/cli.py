@@ -78,8 +78,6 @@ def cmd_ui(args) -> int:
     uri = tracking_uri()
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
            "--host", args.host, "--port", str(args.port)]
-    if uri.startswith("sqlite:///"):
-        cmd += ["--default-artifact-root", str(Path(uri[len("sqlite:///"):]).parent)]
     print(f"zoo: MLflow UI on http://{args.host}:{args.port} for {uri}", file=sys.stderr)
     os.execv(sys.executable, cmd)
     return 0  # pragma: no cover
