@@ -205,3 +205,37 @@ def test_mixed_precision_from_recipe(store, tmp_path, precision):
     assert lstm.dtype_policy.name == precision
     assert model.get_layer("head").dtype_policy.name == "float32"  # softmax stays float32
     assert model.outputs[0].dtype == "float32"
+
+
+def test_mirrored_strategy_on_two_logical_cpus(store, tmp_path):
+    """train.distribute: mirrored, on a CPU split into two logical devices."""
+    text = "".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(300))
+    write(tmp_path / "corpus.txt", text)
+    recipe = write(tmp_path / "char.yaml", """
+task: {name: char-rnn, embedding_dim: 8, sample_length: 20}
+data: {path: corpus.txt, seq_len: 20, val_fraction: 0.1, test_fraction: 0.1}
+model: {name: gru, units: 16}
+train: {epochs: 1, batch_size: 16, distribute: mirrored, verbose: 0}
+""")
+    code = f"""
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from zoo.recipe import load_recipe
+from zoo.engine import run
+res = run(load_recipe({str(recipe)!r}), echo=print)
+import tensorflow as tf
+print("REPLICAS", tf.distribute.get_strategy().num_replicas_in_sync, len(tf.config.list_logical_devices("CPU")))
+print("RESULT", res.test_metrics["bpc"])
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "REPLICAS 1 2" in out.stdout  # two logical CPUs existed
+    assert float(out.stdout.split("RESULT")[-1]) > 0
+    import mlflow
+
+    run = mlflow.MlflowClient().search_runs(
+        [mlflow.get_experiment_by_name("char-rnn").experiment_id])[0]
+    assert run.data.params["train.distribute"] == "mirrored"
+    assert run.data.tags["zoo.replicas"] == "2"  # the model was trained on both devices

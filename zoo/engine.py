@@ -313,7 +313,7 @@ def _train(task: Task, prepared: Prepared, recipe: Recipe, mlflow, strategy, run
         es_state = state.get("early_stopping")
         echo(f"zoo: resuming run {run_id} at epoch {first_epoch + 1}")
     else:
-        mlflow.set_tags(tags)
+        mlflow.set_tags({**tags, "zoo.replicas": str(strategy.num_replicas_in_sync)})
         tracking.log_params(mlflow, {**recipe.flat_params(),
                                      **{f"data_info.{k}": str(v) for k, v in prepared.info.items()}})
         mlflow.log_text(recipe.to_yaml(), "recipe.yaml")
