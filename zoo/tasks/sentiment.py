@@ -1,0 +1,227 @@
+"""The sentiment task: many-to-one classification of texts.
+
+Data: the Rotten Tomatoes sentences rated by people (default), or the user's CSV/TSV, one
+folder per label, or one file per label.  Texts are tokenized with NLTK (no downloaded data),
+mapped through a vocabulary of the training split (id 1 for words outside it) and padded at
+the end with id 0, which the embedding masks, so padding never changes a prediction.
+Model: Embedding(mask_zero) -> recurrent body (last state) -> softmax over the labels.
+Test metrics from scikit-learn: accuracy, macro F1, per-class precision and recall, and a
+confusion-matrix plot.
+"""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from zoo.errors import ZooError
+from zoo.tasks import register_task
+from zoo.tasks.base import LoadedModel, Prepared, Split, Task, hash_arrays, resolve_data_path
+
+FAST_EXAMPLES = 64
+
+
+class SentimentData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str | None = None            # None: the Rotten Tomatoes sentences
+    format: str = Field("auto", pattern="^(auto|csv|tsv|folders|files)$")
+    encoding: str = "utf-8"
+    text_column: str = "text"
+    label_column: str = "label"
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    test_fraction: float = Field(0.1, gt=0, lt=1)
+    vocabulary_size: int = Field(20000, ge=3)
+    lowercase: bool = True
+    max_length: int = Field(60, ge=1)  # tokens kept per text
+
+
+class SentimentOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    embedding_dim: int = Field(64, ge=1)
+
+
+def encode_texts(texts: list[str], tokenizer, vocab, max_length: int) -> np.ndarray:
+    """Token ids, truncated to ``max_length`` and right-padded with 0."""
+    out = np.zeros((len(texts), max_length), np.int32)
+    for i, t in enumerate(texts):
+        ids = vocab.encode(tokenizer.tokenize(t))[:max_length]
+        out[i, : len(ids)] = ids
+    return out
+
+
+def _preprocessors(pre: dict[str, Any]):
+    from zoo.data.text import WordTokenizer, WordVocab
+
+    return WordTokenizer.from_json(pre["tokenizer"]), WordVocab.from_json(pre["vocab"])
+
+
+@register_task
+class SentimentTask(Task):
+    name = "sentiment"
+    Options = SentimentOptions
+    Data = SentimentData
+    main_metric = "accuracy"
+    greater_is_better = True
+    return_sequences = False
+    description = "text classification (Rotten Tomatoes or your labelled texts)"
+
+    @classmethod
+    def check(cls, recipe) -> None:
+        super().check(recipe)
+        d = recipe.data
+        try:
+            codecs.lookup(d.encoding)
+        except LookupError:
+            raise ZooError(f"{recipe.path}: data.encoding: unknown encoding {d.encoding!r}") from None
+        if d.val_fraction + d.test_fraction >= 1:
+            raise ZooError(f"{recipe.path}: data.val_fraction + data.test_fraction must be below 1")
+        if d.path is not None:
+            resolve_data_path(recipe.path, d.path, "data.path")
+
+    def _examples(self):
+        from zoo.data import sentiment
+
+        d = self.data
+        if d.path is None:
+            return sentiment.load_rotten_tomatoes(), {"source": "rotten-tomatoes (vaderSentiment 3.3.2)"}
+        p = self.resolve_path(d.path, "data.path")
+        ex = sentiment.load_labelled(p, d.format, encoding=d.encoding,
+                                     text_column=d.text_column, label_column=d.label_column)
+        return ex, {"source": str(p)}
+
+    def prepare(self, fast: bool = False) -> Prepared:
+        from zoo.data.sentiment import stratified_split
+        from zoo.data.text import WordTokenizer, WordVocab
+
+        d = self.data
+        examples, info = self._examples()
+        labels = sorted({label for _, label in examples})
+        counts = {label: sum(1 for _, lab in examples if lab == label) for label in labels}
+        small = [f"{k} ({v})" for k, v in counts.items() if v < 3]
+        if small:
+            raise ZooError(f"{info['source']}: too few examples to split for label(s) {', '.join(small)}; "
+                           "each label needs at least 3")
+        try:
+            train, val, test = stratified_split(examples, d.val_fraction, d.test_fraction,
+                                                self.recipe.train.seed)
+        except ValueError as exc:
+            raise ZooError(f"{info['source']}: cannot split {len(examples)} examples into "
+                           f"train/val/test by label: {exc}") from None
+        tokenizer = WordTokenizer(lowercase=d.lowercase)
+        vocab = WordVocab.build((tokenizer.tokenize(t) for t, _ in train), d.vocabulary_size)
+        if fast:
+            train, val, test = train[:FAST_EXAMPLES], val[:FAST_EXAMPLES], test[:FAST_EXAMPLES]
+        index = {label: i for i, label in enumerate(labels)}
+
+        def split(items) -> Split:
+            x = encode_texts([t for t, _ in items], tokenizer, vocab, d.max_length)
+            y = np.array([index[label] for _, label in items], np.int32)
+            return Split(x, y)
+
+        tr, va, te = split(train), split(val), split(test)
+        pre = {"tokenizer": tokenizer.to_json(), "vocab": vocab.to_json(), "labels": labels,
+               "max_length": d.max_length}
+        info.update(examples=len(examples), labels=", ".join(labels), vocabulary=len(vocab),
+                    train=len(tr), val=len(va), test=len(te))
+        return Prepared(tr, va, te, pre, hash_arrays(tr.x, tr.y, va.x, te.x, te.y), info,
+                        extra={"test_texts": [t for t, _ in test]})
+
+    def build(self, prepared: Prepared, body: list, batch_size: int):
+        import keras
+
+        pre = prepared.preprocessing
+        inputs = keras.Input(shape=(None,), dtype="int32", name="tokens")
+        x = keras.layers.Embedding(len(pre["vocab"]["words"]), self.options.embedding_dim,
+                                   mask_zero=True, name="embedding")(inputs)
+        for layer in body:
+            x = layer(x)
+        outputs = keras.layers.Dense(len(pre["labels"]), activation="softmax", dtype="float32",
+                                     name="head")(x)
+        return keras.Model(inputs, outputs, name="sentiment")
+
+    def compile_args(self) -> dict[str, Any]:
+        return {"loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]}
+
+    def evaluate(self, model, prepared: Prepared, batch_size: int) -> dict[str, float]:
+        from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+        labels = prepared.preprocessing["labels"]
+        test = prepared.test
+        probs = model.predict(test.x, batch_size=batch_size, verbose=0)
+        pred = probs.argmax(axis=-1)
+        loss = model.evaluate(test.x, test.y, batch_size=batch_size, verbose=0, return_dict=True)["loss"]
+        ids = list(range(len(labels)))
+        p, r, _, _ = precision_recall_fscore_support(test.y, pred, labels=ids, zero_division=0)
+        out = {"loss": float(loss), "accuracy": float(accuracy_score(test.y, pred)),
+               "macro_f1": float(f1_score(test.y, pred, labels=ids, average="macro", zero_division=0))}
+        for i, label in enumerate(labels):
+            out[f"precision_{label}"] = float(p[i])
+            out[f"recall_{label}"] = float(r[i])
+        return out
+
+    def plots(self, model, prepared: Prepared, outdir: Path) -> list[Path]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from sklearn.metrics import ConfusionMatrixDisplay
+
+        labels = prepared.preprocessing["labels"]
+        pred = model.predict(prepared.test.x, verbose=0).argmax(axis=-1)
+        fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 3, 1.2 * len(labels) + 2.5))
+        ConfusionMatrixDisplay.from_predictions(prepared.test.y, pred, labels=list(range(len(labels))),
+                                                display_labels=labels, ax=ax, colorbar=False)
+        ax.set_title("confusion matrix (test split)")
+        fig.tight_layout()
+        path = outdir / "confusion_matrix.png"
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        return [path]
+
+    def input_example(self, prepared: Prepared) -> Any:
+        return prepared.extra["test_texts"][:2]
+
+
+class SentimentModel(LoadedModel):
+    """``predict(texts)`` -> [{"label": ..., "probabilities": {label: p}}] per text."""
+
+    def predict(self, texts) -> list[dict[str, Any]]:
+        if isinstance(texts, str):
+            texts = [texts]
+        if hasattr(texts, "iloc"):
+            texts = texts.iloc[:, 0].tolist()
+        try:
+            texts = list(texts)
+        except TypeError:
+            raise ZooError(f"predict: expected a list of texts, got {type(texts).__name__}") from None
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise ZooError(f"predict: text {i} is {type(t).__name__} ({t!r:.40}), not a string")
+            if not t.strip():
+                raise ZooError(f"predict: text {i} is empty")
+        if not texts:
+            return []
+        pre = self.preprocessing
+        tokenizer, vocab = _preprocessors(pre)
+        x = encode_texts(texts, tokenizer, vocab, pre["max_length"])
+        probs = self.keras_model.predict(x, batch_size=256, verbose=0)
+        labels = pre["labels"]
+        return [{"label": labels[int(p.argmax())],
+                 "probabilities": {lab: float(p[j]) for j, lab in enumerate(labels)}}
+                for p in probs]
+
+    def pyfunc_predict(self, model_input: Any) -> Any:
+        import pandas as pd
+
+        rows = []
+        for r in self.predict(model_input):
+            rows.append({"label": r["label"],
+                         **{f"probability_{k}": v for k, v in r["probabilities"].items()}})
+        return pd.DataFrame(rows)
+
+
+SentimentTask.loaded_class = SentimentModel

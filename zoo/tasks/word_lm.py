@@ -1,0 +1,245 @@
+"""The word-level language model of the classic RNN tutorial.
+
+The corpus (Shakespeare's plays by default, whole plays held out, or a user text file) is
+split into sentences by a Punkt tokenizer trained on the corpus itself and into words by
+NLTK's regular-expression tokenizer.  The ``vocabulary_size`` most frequent training words
+are kept (the rest become ``<unk>``), each sentence is wrapped in ``<s>`` … ``</s>``, and the
+model learns to predict each next word.  Padding is masked, so loss and perplexity are means
+over real words.  A unigram model of the training words gives the baseline perplexity.
+"""
+
+from __future__ import annotations
+
+import codecs
+import math
+import random
+import re
+from collections import Counter
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from zoo.errors import ZooError
+from zoo.tasks import register_task
+from zoo.tasks.base import LoadedModel, Prepared, Split, Task, hash_arrays, resolve_data_path
+
+START, END = "<s>", "</s>"
+FAST_SENTENCES = 64
+_SPEAKER_LINE = re.compile(r"^[A-Z][^\n]{0,40}:$", re.M)
+
+
+class WordLMData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str | None = None               # None: Shakespeare's plays
+    encoding: str = "utf-8"
+    val_fraction: float = Field(0.05, gt=0, lt=1)
+    test_fraction: float = Field(0.05, gt=0, lt=1)
+    vocabulary_size: int = Field(8000, ge=5)
+    lowercase: bool = True
+    max_length: int = Field(30, ge=2)     # words kept per sentence
+    max_sentences: int | None = Field(None, ge=1)  # cap on training sentences
+
+
+class WordLMOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    embedding_dim: int = Field(64, ge=1)
+
+
+def detokenize(words: list[str]) -> str:
+    text = " ".join(words)
+    text = re.sub(r" ([,.;:!?)\]'])", r"\1", text)
+    return re.sub(r"([(\[]) ", r"\1", text)
+
+
+def _sentences(text: str, tokenizer) -> list[list[str]]:
+    from zoo.data.text import split_sentences
+
+    text = _SPEAKER_LINE.sub("", text)  # speaker headings are not part of any sentence
+    return [toks for s in split_sentences(text) if (toks := tokenizer.tokenize(s))]
+
+
+@register_task
+class WordLMTask(Task):
+    name = "word-lm"
+    Options = WordLMOptions
+    Data = WordLMData
+    main_metric = "perplexity"
+    greater_is_better = False
+    description = "word-level language model with <s>/</s> sentences; generates sentences"
+
+    @classmethod
+    def check(cls, recipe) -> None:
+        super().check(recipe)
+        if recipe.model.startswith("bi-"):
+            raise ZooError(f"{recipe.path}: model.name: {recipe.model!r} is bidirectional and "
+                           "cannot be a left-to-right language model; use lstm, gru, "
+                           "simple-rnn or tanh-rnn")
+        d = recipe.data
+        try:
+            codecs.lookup(d.encoding)
+        except LookupError:
+            raise ZooError(f"{recipe.path}: data.encoding: unknown encoding {d.encoding!r}") from None
+        if d.path is not None:
+            resolve_data_path(recipe.path, d.path, "data.path")
+
+    def _texts(self):
+        d = self.data
+        if d.path is not None:
+            from zoo.data.text import read_text_file, split_by_fraction
+
+            p = self.resolve_path(d.path, "data.path")
+            return (*split_by_fraction(read_text_file(p, d.encoding), d.val_fraction,
+                                       d.test_fraction), {"source": str(p)})
+        from zoo.data.shakespeare import load_plays, split_works
+
+        works = load_plays()
+        tr, va, te = split_works(works, d.val_fraction, d.test_fraction, 0)
+        join = lambda names: "\n\n".join(works[n] for n in names)  # noqa: E731
+        return join(tr), join(va), join(te), {"source": "shakespeare", "test_works": ", ".join(te)}
+
+    def prepare(self, fast: bool = False) -> Prepared:
+        from zoo.data.text import WordTokenizer, WordVocab
+
+        d = self.data
+        train_t, val_t, test_t, info = self._texts()
+        tok = WordTokenizer(lowercase=d.lowercase)
+        sents = [_sentences(t, tok) for t in (train_t, val_t, test_t)]
+        where = f"{self.recipe.path}: data.path: {d.path}" if d.path else f"{self.recipe.path}: corpus"
+        for name, s in zip(("training", "validation", "test"), sents):
+            if not s:
+                raise ZooError(f"{where}: the {name} split has no sentences")
+        train_s, val_s, test_s = sents
+        if d.max_sentences is not None:
+            rng = random.Random(self.recipe.train.seed)
+            train_s = rng.sample(train_s, min(d.max_sentences, len(train_s)))
+            val_s = val_s[: max(1, d.max_sentences // 10)]
+            test_s = test_s[: max(1, d.max_sentences // 10)]
+        vocab = WordVocab.build(train_s, d.vocabulary_size, specials=(START, END))
+        if fast:
+            train_s, val_s, test_s = (s[:FAST_SENTENCES] for s in (train_s, val_s, test_s))
+        L = d.max_length
+
+        def split(sentences) -> Split:
+            x = np.zeros((len(sentences), L + 1), np.int32)
+            y = np.zeros((len(sentences), L + 1), np.int32)
+            for i, words in enumerate(sentences):
+                ids = vocab.encode([START, *words[:L], END])
+                x[i, : len(ids) - 1] = ids[:-1]
+                y[i, : len(ids) - 1] = ids[1:]
+            return Split(x, y, (y != 0).astype(np.float32))
+
+        tr, va, te = split(train_s), split(val_s), split(test_s)
+        counts = Counter(int(t) for t in tr.y[tr.y != 0])
+        pre = {"tokenizer": tok.to_json(), "vocab": vocab.to_json(), "max_length": L,
+               "unigram_counts": {str(k): v for k, v in sorted(counts.items())}}
+        info.update(vocabulary=len(vocab), train_sentences=len(tr), val_sentences=len(va),
+                    test_sentences=len(te), train_words=int((tr.y != 0).sum()),
+                    oov_rate=round(float((tr.y == 1).sum() / max(1, (tr.y != 0).sum())), 4))
+        return Prepared(tr, va, te, pre, hash_arrays(tr.x, va.x, te.x), info)
+
+    def build(self, prepared: Prepared, body: list, batch_size: int):
+        import keras
+
+        vocab_size = len(prepared.preprocessing["vocab"]["words"])
+        inputs = keras.Input(shape=(None,), dtype="int32", name="words")
+        x = keras.layers.Embedding(vocab_size, self.options.embedding_dim, mask_zero=True,
+                                   name="embedding")(inputs)
+        for layer in body:
+            x = layer(x)
+        logits = keras.layers.Dense(vocab_size, dtype="float32", name="logits")(x)
+        return keras.Model(inputs, logits, name="word_lm")
+
+    def compile_args(self) -> dict[str, Any]:
+        import keras
+
+        return {"loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                "weighted_metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]}
+
+    def derived_metrics(self, logs: dict[str, float]) -> dict[str, float]:
+        return {f"{p}perplexity": math.exp(min(logs[f"{p}loss"], 700.0))
+                for p in ("", "val_") if f"{p}loss" in logs and math.isfinite(logs[f"{p}loss"])}
+
+    def evaluate(self, model, prepared: Prepared, batch_size: int) -> dict[str, float]:
+        out = super().evaluate(model, prepared, batch_size)
+        out["unigram_perplexity"] = unigram_perplexity(prepared.preprocessing, prepared.test)
+        return out
+
+    def input_example(self, prepared: Prepared) -> Any:
+        return ["2"]
+
+
+def unigram_perplexity(pre: dict[str, Any], split: Split) -> float:
+    """Perplexity of add-one-smoothed training word frequencies on the split's real words."""
+    size = len(pre["vocab"]["words"])
+    counts = np.ones(size)
+    for k, v in pre["unigram_counts"].items():
+        counts[int(k)] += v
+    logp = np.log(counts / counts.sum())
+    targets = split.y[split.y != 0]
+    return float(math.exp(-logp[targets].mean()))
+
+
+class WordLMModel(LoadedModel):
+    """``generate(n_sentences, min_length, temperature, seed)`` -> sentences of words."""
+
+    def _setup(self):
+        if getattr(self, "_sampler", None) is None:
+            from zoo.data.text import WordVocab
+            from zoo.sampling import Sampler
+
+            self._vocab = WordVocab.from_json(self.preprocessing["vocab"])
+            v = self._vocab.index
+            # never draw padding, the unknown word or a second sentence start
+            self._sampler = Sampler(self.keras_model, banned=(0, 1, v[START]))
+        return self._sampler, self._vocab
+
+    def generate(self, n_sentences: int = 3, min_length: int = 5, temperature: float = 1.0,
+                 seed: int | None = 1) -> list[str]:
+        for key, val, low in (("n_sentences", n_sentences, 1), ("min_length", min_length, 0)):
+            if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < low:
+                raise ZooError(f"generate: {key} must be a whole number >= {low}, got {val!r}")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+                or not math.isfinite(temperature) or temperature < 0:
+            raise ZooError(f"generate: temperature must be a number >= 0, got {temperature!r}")
+        max_len = int(self.preprocessing["max_length"])
+        if min_length > max_len:
+            raise ZooError(f"generate: min_length {min_length} is above the model's max_length {max_len}")
+        sampler, vocab = self._setup()
+        end = vocab.index[END]
+        base = random.SystemRandom().randrange(2**40) if seed is None else int(seed)
+        done: list[str] = []
+        for attempt in range(50):
+            need = n_sentences - len(done)
+            prime = np.full((max(need, 1) * 2, 1), vocab.index[START], np.int32)
+            ids = sampler.sample(prime, max_len + 1, float(temperature), base + attempt)
+            for row in ids:
+                words = []
+                for i in row.tolist():
+                    if i == end:
+                        break
+                    words.append(vocab.words[i])
+                else:
+                    continue  # no sentence end within max_length: draw again
+                if len(words) >= min_length and len(done) < n_sentences:
+                    done.append(detokenize(words))
+            if len(done) == n_sentences:
+                return done
+        raise ZooError(f"generate: could not draw {n_sentences} sentences of at least "
+                       f"{min_length} words in 50 attempts (try a lower min_length)")
+
+    def pyfunc_predict(self, model_input: Any) -> Any:
+        """Each input (a number of sentences, as int or string) -> that many sentences."""
+        if hasattr(model_input, "iloc"):
+            model_input = model_input.iloc[:, 0].tolist()
+        out = []
+        for i, n in enumerate(model_input):
+            try:
+                k = int(n)
+            except (TypeError, ValueError):
+                raise ZooError(f"predict: input {i} ({n!r}) is not a number of sentences") from None
+            out.append("\n".join(self.generate(k, seed=i + 1)))
+        return out
+
+
+WordLMTask.loaded_class = WordLMModel
