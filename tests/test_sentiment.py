@@ -68,6 +68,14 @@ def test_trains_predicts_and_logs(store, tmp_path):
         model.predict(["  "])
     df = model.pyfunc_predict(["great fun"])
     assert list(df.columns) == ["label", "probability_neg", "probability_pos"]
+    # the same model through MLflow's own loader, raw text in: a list or a one-column frame
+    import pandas as pd
+
+    py = mlflow.pyfunc.load_model("models:/lstm-sentiment@champion")
+    out = py.predict(["a gripping film and great fun", "a boring mess"])
+    assert out["label"].tolist() == ["pos", "neg"]
+    out = py.predict(pd.DataFrame({"text": ["tedious and flat, awful script"]}))
+    assert out["label"].tolist() == ["neg"] and 0.5 < out["probability_neg"][0] <= 1
 
 
 @pytest.mark.parametrize("name", ["lstm", "gru", "simple-rnn", "tanh-rnn", "bi-gru"])
