@@ -5,7 +5,12 @@ the bundle (``.keras`` with safe_mode, preprocessing from JSON) through zoo's ow
 
 from __future__ import annotations
 
+import warnings
+
 import mlflow
+
+# predict takes what each task takes (texts, series, primes), so it has no single type hint
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
 from mlflow.pyfunc import PythonModel
 
 
