@@ -1,0 +1,297 @@
+"""The char-rnn task: a character-level language model, trained on real text, that writes.
+
+Data: Shakespeare's plays by default (whole plays held out for validation and test, so the
+test text was never seen in training), or any user text file (``data.path``) split into
+contiguous fractions.  The vocabulary is the set of characters of the training text (id 0
+stands for any other character) and is saved with the model.  Each split is cut into windows
+of ``data.seq_len`` characters; the target of a window is the same window one character on.
+
+Model: Embedding -> the recurrent body (every step) -> Dense logits over the vocabulary, with
+a float32 head for mixed precision.  Loss is cross-entropy in nats per character; bits per
+character (``bpc``) and perplexity are derived from it.  After each epoch a short sample is
+logged as an artifact.  Sampling runs in one compiled loop (:mod:`zoo.sampling`).
+"""
+
+from __future__ import annotations
+
+import codecs
+import math
+import random
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from zoo.errors import ZooError
+from zoo.tasks import register_task
+from zoo.tasks.base import LoadedModel, Prepared, Split, Task, hash_arrays, resolve_data_path
+
+# In --fast-dev-run, each split is cut to this many windows (a couple of batches).
+FAST_WINDOWS = 4
+# What the MLflow pyfunc model generates for each prime it is given.
+PYFUNC_LENGTH = 200
+PYFUNC_TEMPERATURE = 0.8
+
+
+class CharRNNData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str | None = None          # a text file; None: Shakespeare's plays
+    encoding: str = "utf-8"
+    seq_len: int = Field(100, ge=1)  # characters per training window
+    val_fraction: float = Field(0.05, gt=0, lt=1)
+    test_fraction: float = Field(0.05, gt=0, lt=1)
+    max_chars: int | None = Field(None, ge=1)  # cap on the training text (from its start)
+    split_seed: int = Field(0, ge=0)  # which plays are held out (default corpus)
+
+
+class CharRNNOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    embedding_dim: int = Field(64, ge=1)
+    sample_prime: str = Field("\n", min_length=1)
+    sample_temperature: float = Field(0.8, ge=0)
+    sample_length: int = Field(400, ge=0)
+
+
+def _ln2() -> float:
+    return math.log(2.0)
+
+
+def bpc_metrics(loss: float, prefix: str = "") -> dict[str, float]:
+    """Bits per character and perplexity from a cross-entropy in nats per character."""
+    return {f"{prefix}bpc": loss / _ln2(), f"{prefix}perplexity": math.exp(min(loss, 700.0))}
+
+
+def windows(ids: np.ndarray, seq_len: int) -> Split:
+    """Non-overlapping windows of ``seq_len`` ids; the target is the window shifted by one."""
+    n = (len(ids) - 1) // seq_len
+    x = ids[: n * seq_len].reshape(n, seq_len)
+    y = ids[1: n * seq_len + 1].reshape(n, seq_len)
+    return Split(np.ascontiguousarray(x, np.int32), np.ascontiguousarray(y, np.int32))
+
+
+def _vocab_from(pre: dict[str, Any]):
+    from zoo.data.text import CharVocab
+
+    return CharVocab.from_json(pre["vocab"])
+
+
+def _unknown(vocab, text: str) -> list[str]:
+    return sorted(set(vocab.unknown_chars(text)))
+
+
+def _show(chars: list[str]) -> str:
+    return ", ".join(repr(c) for c in chars)
+
+
+@register_task
+class CharRNNTask(Task):
+    name = "char-rnn"
+    Options = CharRNNOptions
+    Data = CharRNNData
+    main_metric = "bpc"
+    greater_is_better = False
+    description = "character-level language model (Shakespeare or your text); generates text"
+
+    @classmethod
+    def check(cls, recipe) -> None:
+        super().check(recipe)
+        from zoo.registry import model_info
+
+        info = model_info(recipe.model)
+        if info.layer.startswith("Bidirectional") or recipe.model.startswith("bi-"):
+            raise ZooError(f"{recipe.path}: model.name: {recipe.model!r} is bidirectional: it "
+                           "reads each window right to left as well, so it cannot predict or "
+                           "generate the next character; use a one-directional builder "
+                           "(lstm, gru, simple-rnn, tanh-rnn)")
+        d = recipe.data
+        try:
+            codecs.lookup(d.encoding)
+        except LookupError:
+            raise ZooError(f"{recipe.path}: data.encoding: unknown encoding {d.encoding!r}") from None
+        if d.val_fraction + d.test_fraction >= 1:
+            raise ZooError(f"{recipe.path}: data.val_fraction + data.test_fraction must be below "
+                           f"1 (got {d.val_fraction} + {d.test_fraction})")
+        if d.path is not None:
+            p = resolve_data_path(recipe.path, d.path, "data.path")
+            if p.is_dir():
+                raise ZooError(f"{recipe.path}: data.path: {d.path} is a directory, expected a "
+                               "text file")
+            if p.stat().st_size == 0:
+                raise ZooError(f"{recipe.path}: data.path: {d.path} is empty")
+
+    # ----------------------------------------------------------------------------- data
+    def _texts(self) -> tuple[str, str, str, dict[str, Any]]:
+        d = self.data
+        if d.path is not None:
+            from zoo.data.text import read_text_file, split_by_fraction
+
+            p = self.resolve_path(d.path, "data.path")
+            text = read_text_file(p, d.encoding)
+            train, val, test = split_by_fraction(text, d.val_fraction, d.test_fraction)
+            return train, val, test, {"source": str(p), "encoding": d.encoding}
+        from zoo.data.shakespeare import load_plays, split_works
+
+        works = load_plays()
+        train_n, val_n, test_n = split_works(works, d.val_fraction, d.test_fraction, d.split_seed)
+        join = lambda names: "\n\n".join(works[n] for n in names)  # noqa: E731
+        info = {"source": "shakespeare", "train_works": len(train_n),
+                "val_works": ", ".join(val_n), "test_works": ", ".join(test_n)}
+        return join(train_n), join(val_n), join(test_n), info
+
+    def prepare(self, fast: bool = False) -> Prepared:
+        from zoo.data.text import CharVocab
+
+        d = self.data
+        L = d.seq_len
+        train_text, val_text, test_text, info = self._texts()
+        if d.max_chars is not None:
+            train_text = train_text[: d.max_chars]
+        where = f"{self.recipe.path}: data.path: {d.path}" if d.path else \
+            f"{self.recipe.path}: the Shakespeare corpus"
+        for label, text in (("training", train_text), ("validation", val_text),
+                            ("test", test_text)):
+            if len(text) < L + 1:
+                raise ZooError(
+                    f"{where}: the {label} split has {len(text)} characters, fewer than one "
+                    f"window of data.seq_len + 1 = {L + 1} (the file has "
+                    f"{len(train_text) + len(val_text) + len(test_text)} characters in all; "
+                    "use a larger text or a smaller data.seq_len / fractions)")
+        vocab = CharVocab.from_text(train_text)
+        prime = self.options.sample_prime
+        missing = _unknown(vocab, prime)
+        if missing:
+            raise ZooError(f"{self.recipe.path}: task.sample_prime: characters not in the "
+                           f"training text: {_show(missing)}")
+        if fast:
+            cap = FAST_WINDOWS * self.recipe.train.batch_size * L + 1
+            train_text, val_text, test_text = (t[:cap] for t in (train_text, val_text, test_text))
+        splits = [windows(np.asarray(vocab.encode(t), np.int32), L)
+                  for t in (train_text, val_text, test_text)]
+        train, val, test = splits
+        pre = {"vocab": vocab.to_json(), "seq_len": L, "source": info["source"]}
+        info = {**info, "vocab_size": len(vocab), "train_chars": len(train_text),
+                "val_chars": len(val_text), "test_chars": len(test_text),
+                "train_windows": len(train), "val_windows": len(val), "test_windows": len(test)}
+        return Prepared(train, val, test, pre, hash_arrays(train.x, val.x, test.x),
+                        info=info, extra={"vocab": vocab})
+
+    # ---------------------------------------------------------------------------- model
+    def build(self, prepared: Prepared, body: list, batch_size: int):
+        return char_network(body, len(_vocab_from(prepared.preprocessing)),
+                            self.options.embedding_dim, batch_size)
+
+    def compile_args(self) -> dict[str, Any]:
+        import keras
+
+        return {"loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                "metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]}
+
+    def derived_metrics(self, logs: dict[str, float]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for prefix in ("", "val_"):
+            loss = logs.get(f"{prefix}loss")
+            if loss is not None and math.isfinite(loss):
+                out.update(bpc_metrics(loss, prefix))
+        return out
+
+    # --------------------------------------------------------------------- after training
+    def epoch_artifacts(self, model, prepared: Prepared, epoch: int) -> dict[str, str]:
+        o = self.options
+        if o.sample_length == 0:
+            return {}
+        vocab = _vocab_from(prepared.preprocessing)
+        cache = getattr(self, "_sampler", None)
+        if cache is None or cache[0] is not model:
+            self._sampler = (model, make_sampler(model))
+        text = sample_text(self._sampler[1], vocab, o.sample_prime, o.sample_length,
+                           o.sample_temperature, self.recipe.train.seed, 1)[0]
+        head = (f"# epoch {epoch + 1}, temperature {o.sample_temperature}, "
+                f"seed {self.recipe.train.seed}, prime {o.sample_prime!r}\n\n")
+        return {"sample.txt": head + text}
+
+    def input_example(self, prepared: Prepared) -> Any:
+        return [self.options.sample_prime]
+
+
+def char_network(body: list, vocab_size: int, embedding_dim: int, batch_size: int | None = None):
+    """ids (batch, steps) -> Embedding -> body -> Dense logits (batch, steps, vocab), float32."""
+    import keras
+
+    inputs = keras.Input(shape=(None,), batch_size=batch_size, dtype="int32", name="chars")
+    x = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")(inputs)
+    for layer in body:
+        x = layer(x)
+    logits = keras.layers.Dense(vocab_size, dtype="float32", name="logits")(x)
+    return keras.Model(inputs, logits, name="char_rnn")
+
+
+def make_sampler(model):
+    from zoo.sampling import Sampler
+
+    return Sampler(model, banned=(0,))  # id 0: a character outside the vocabulary
+
+
+def check_generate_args(vocab, prime: Any, length: Any, temperature: Any, n: Any,
+                        seed: Any) -> None:
+    if not isinstance(prime, str) or not prime:
+        raise ZooError(f"generate: prime must be a non-empty string, got {prime!r}")
+    missing = _unknown(vocab, prime)
+    if missing:
+        raise ZooError(f"generate: prime has characters the model never saw in training: "
+                       f"{_show(missing)}")
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
+        raise ZooError(f"generate: length must be a whole number >= 0, got {length!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.floating)) \
+            or not math.isfinite(temperature) or temperature < 0:
+        raise ZooError(f"generate: temperature must be a number >= 0 (0 is greedy), "
+                       f"got {temperature!r}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ZooError(f"generate: n must be a whole number >= 1, got {n!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                             or seed < 0):
+        raise ZooError(f"generate: seed must be a whole number >= 0 or None, got {seed!r}")
+
+
+def sample_text(sampler, vocab, prime: str, length: int, temperature: float,
+                seed: int | None, n: int) -> list[str]:
+    """``n`` texts, each the prime followed by ``length`` generated characters."""
+    check_generate_args(vocab, prime, length, temperature, n, seed)
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**62)
+    ids = np.asarray(vocab.encode(prime), np.int32)
+    out = sampler.sample(np.tile(ids[None, :], (n, 1)), int(length), float(temperature),
+                         int(seed))
+    return [prime + vocab.decode(row.tolist()) for row in out]
+
+
+class CharRNNModel(LoadedModel):
+    """A trained character-level model.  ``generate(prime, length, temperature, seed, n)``
+    writes text: the prime followed by ``length`` characters, one string (n=1) or a list."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.vocab = _vocab_from(self.preprocessing)
+        self._sampler = None
+
+    def _get_sampler(self):
+        if self._sampler is None:
+            self._sampler = make_sampler(self.keras_model)
+        return self._sampler
+
+    def generate(self, prime: str = "\n", length: int = 500, temperature: float = 0.8,
+                 seed: int | None = None, n: int = 1) -> str | list[str]:
+        check_generate_args(self.vocab, prime, length, temperature, n, seed)
+        texts = sample_text(self._get_sampler(), self.vocab, prime, length, temperature, seed, n)
+        return texts[0] if n == 1 else texts
+
+    def pyfunc_predict(self, model_input: Any) -> Any:
+        """Primes (a list of strings or a one-column DataFrame) -> one generated text each
+        (prime + 200 characters at temperature 0.8)."""
+        if hasattr(model_input, "iloc"):
+            model_input = model_input.iloc[:, 0].tolist()
+        if isinstance(model_input, str):
+            model_input = [model_input]
+        return [self.generate(str(p), PYFUNC_LENGTH, PYFUNC_TEMPERATURE) for p in model_input]
+
+
+CharRNNTask.loaded_class = CharRNNModel
