@@ -75,11 +75,35 @@ class Task:
         self.data = recipe.data
 
     # ----- validation beyond the schema (files that must exist, cross-field rules) ---------
+    generates: ClassVar[bool] = False      # predicts left to right: no bidirectional body
+
     @classmethod
     def check(cls, recipe) -> None:
+        """Cheap checks at recipe load, shared by all tasks; tasks add their own."""
         if cls.stateful and recipe.train.distribute != "none":
             raise ZooError(f"{recipe.path}: train.distribute: task {cls.name!r} trains a stateful "
                            "model, which cannot be distributed; use 'none'")
+        from zoo.registry import model_info
+
+        if cls.generates and model_info(recipe.model).layer.startswith("Bidirectional"):
+            raise ZooError(f"{recipe.path}: model.name: {recipe.model!r} is bidirectional: it "
+                           "reads the text right to left as well, so it cannot predict or "
+                           "generate the next token; use lstm, gru, simple-rnn or tanh-rnn")
+        d = recipe.data
+        encoding = getattr(d, "encoding", None)
+        if encoding is not None:
+            import codecs
+
+            try:
+                codecs.lookup(encoding)
+            except LookupError:
+                raise ZooError(f"{recipe.path}: data.encoding: unknown encoding {encoding!r}") from None
+        val, test = getattr(d, "val_fraction", 0.0), getattr(d, "test_fraction", 0.0)
+        if val + test >= 1:
+            raise ZooError(f"{recipe.path}: data.val_fraction + data.test_fraction must be below "
+                           f"1 (got {val} + {test})")
+        if getattr(d, "path", None) is not None:
+            resolve_data_path(recipe.path, d.path, "data.path")
 
     def resolve_path(self, value: str, key: str) -> Path:
         """A data path from the recipe: relative to the recipe's folder, else to the cwd."""

@@ -14,7 +14,6 @@ logged as an artifact.  Sampling runs in one compiled loop (:mod:`zoo.sampling`)
 
 from __future__ import annotations
 
-import codecs
 import math
 import random
 from typing import Any
@@ -90,27 +89,13 @@ class CharRNNTask(Task):
     Data = CharRNNData
     main_metric = "bpc"
     greater_is_better = False
+    generates = True
     description = "character-level language model (Shakespeare or your text); generates text"
 
     @classmethod
     def check(cls, recipe) -> None:
         super().check(recipe)
-        from zoo.registry import model_info
-
-        info = model_info(recipe.model)
-        if info.layer.startswith("Bidirectional") or recipe.model.startswith("bi-"):
-            raise ZooError(f"{recipe.path}: model.name: {recipe.model!r} is bidirectional: it "
-                           "reads each window right to left as well, so it cannot predict or "
-                           "generate the next character; use a one-directional builder "
-                           "(lstm, gru, simple-rnn, tanh-rnn)")
         d = recipe.data
-        try:
-            codecs.lookup(d.encoding)
-        except LookupError:
-            raise ZooError(f"{recipe.path}: data.encoding: unknown encoding {d.encoding!r}") from None
-        if d.val_fraction + d.test_fraction >= 1:
-            raise ZooError(f"{recipe.path}: data.val_fraction + data.test_fraction must be below "
-                           f"1 (got {d.val_fraction} + {d.test_fraction})")
         if d.path is not None:
             p = resolve_data_path(recipe.path, d.path, "data.path")
             if p.is_dir():

@@ -11,7 +11,6 @@ confusion-matrix plot.
 
 from __future__ import annotations
 
-import codecs
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from zoo.errors import ZooError
 from zoo.tasks import register_task
-from zoo.tasks.base import LoadedModel, Prepared, Split, Task, hash_arrays, resolve_data_path
+from zoo.tasks.base import LoadedModel, Prepared, Split, Task, hash_arrays
 
 FAST_EXAMPLES = 64
 
@@ -68,19 +67,6 @@ class SentimentTask(Task):
     greater_is_better = True
     return_sequences = False
     description = "text classification (Rotten Tomatoes or your labelled texts)"
-
-    @classmethod
-    def check(cls, recipe) -> None:
-        super().check(recipe)
-        d = recipe.data
-        try:
-            codecs.lookup(d.encoding)
-        except LookupError:
-            raise ZooError(f"{recipe.path}: data.encoding: unknown encoding {d.encoding!r}") from None
-        if d.val_fraction + d.test_fraction >= 1:
-            raise ZooError(f"{recipe.path}: data.val_fraction + data.test_fraction must be below 1")
-        if d.path is not None:
-            resolve_data_path(recipe.path, d.path, "data.path")
 
     def _examples(self):
         from zoo.data import sentiment

@@ -10,7 +10,6 @@ over real words.  A unigram model of the training words gives the baseline perpl
 
 from __future__ import annotations
 
-import codecs
 import math
 import random
 import re
@@ -22,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from zoo.errors import ZooError
 from zoo.tasks import register_task
-from zoo.tasks.base import LoadedModel, Prepared, Split, Task, hash_arrays, resolve_data_path
+from zoo.tasks.base import LoadedModel, Prepared, Split, Task, hash_arrays
 
 START, END = "<s>", "</s>"
 FAST_SENTENCES = 64
@@ -66,22 +65,8 @@ class WordLMTask(Task):
     Data = WordLMData
     main_metric = "perplexity"
     greater_is_better = False
+    generates = True
     description = "word-level language model with <s>/</s> sentences; generates sentences"
-
-    @classmethod
-    def check(cls, recipe) -> None:
-        super().check(recipe)
-        if recipe.model.startswith("bi-"):
-            raise ZooError(f"{recipe.path}: model.name: {recipe.model!r} is bidirectional and "
-                           "cannot be a left-to-right language model; use lstm, gru, "
-                           "simple-rnn or tanh-rnn")
-        d = recipe.data
-        try:
-            codecs.lookup(d.encoding)
-        except LookupError:
-            raise ZooError(f"{recipe.path}: data.encoding: unknown encoding {d.encoding!r}") from None
-        if d.path is not None:
-            resolve_data_path(recipe.path, d.path, "data.path")
 
     def _texts(self):
         d = self.data
