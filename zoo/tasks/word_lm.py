@@ -25,7 +25,8 @@ from zoo.tasks.base import LoadedModel, Prepared, Split, Task, hash_arrays
 
 START, END = "<s>", "</s>"
 FAST_SENTENCES = 64
-_SPEAKER_LINE = re.compile(r"^[A-Z][^\n]{0,40}:$", re.M)
+# a speaker heading is the first line of a speech: at the start or after a blank line
+_SPEAKER_LINE = re.compile(r"(?:\A|(?<=\n\n))[^\n]{1,60}:\n")
 
 
 class WordLMData(BaseModel):
@@ -51,10 +52,11 @@ def detokenize(words: list[str]) -> str:
     return re.sub(r"([(\[]) ", r"\1", text)
 
 
-def _sentences(text: str, tokenizer) -> list[list[str]]:
+def _sentences(text: str, tokenizer, source_is_play: bool) -> list[list[str]]:
     from zoo.data.text import split_sentences
 
-    text = _SPEAKER_LINE.sub("", text)  # speaker headings are not part of any sentence
+    if source_is_play:
+        text = _SPEAKER_LINE.sub("", text)  # speaker headings are not part of any sentence
     return [toks for s in split_sentences(text) if (toks := tokenizer.tokenize(s))]
 
 
@@ -89,7 +91,8 @@ class WordLMTask(Task):
         d = self.data
         train_t, val_t, test_t, info = self._texts()
         tok = WordTokenizer(lowercase=d.lowercase)
-        sents = [_sentences(t, tok) for t in (train_t, val_t, test_t)]
+        play = d.path is None
+        sents = [_sentences(t, tok, play) for t in (train_t, val_t, test_t)]
         where = f"{self.recipe.path}: data.path: {d.path}" if d.path else f"{self.recipe.path}: corpus"
         for name, s in zip(("training", "validation", "test"), sents):
             if not s:
