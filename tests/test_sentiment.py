@@ -138,3 +138,9 @@ def test_default_rotten_tomatoes_fast_dev_run(store):
 
     res = run(RECIPES / "lstm_sentiment.yaml", fast=True)
     assert res.registered_name == "lstm-sentiment"
+
+
+def test_tanh_rnn_trains_on_masked_text_of_unknown_length(store, tmp_path):
+    corpus(tmp_path)
+    res = run(recipe(tmp_path, "path: reviews.csv", model="tanh-rnn", epochs=4))
+    assert res.test_metrics["accuracy"] > 0.8
