@@ -32,6 +32,11 @@ def store(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("ZOO_MODEL_CACHE", str(tmp_path / "model-cache"))
+    import mlflow
+
+    # An in-process run of an earlier test set MLflow's global URI; clients made directly by a
+    # test (whose run happened in a subprocess) must read this test's store, not that one.
+    mlflow.set_tracking_uri(uri)
     return uri
 
 
