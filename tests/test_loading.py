@@ -136,7 +136,8 @@ def test_unknown_names(registry):
         zoo.load("tanh-rnn-echo/99")
     with pytest.raises(ZooError, match="has no alias 'nope'"):
         zoo.load("tanh-rnn-echo@nope")
-    with pytest.raises(ZooError, match="'no-such-model' is not registered in the store sqlite:"):
+    with pytest.raises(ZooError,
+                       match="'no-such-model' has no registered version in the store sqlite:"):
         zoo.load("no-such-model")
 
 

@@ -123,11 +123,9 @@ def resolve_version(client, name: str, alias: str | None, version: str | None):
     except MlflowException as exc:
         if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise  # the store could not be asked: not a statement about the model
-        from zoo.tracking import tracking_uri
-
-        what = (f"has no version {version}" if version else f"has no alias {alias!r}" if alias
-                else "is not registered")
-        raise ZooError(f"model {name!r} {what} in the store {tracking_uri()} "
+        what = (f"version {version}" if version else f"alias {alias!r}" if alias
+                else "registered version")
+        raise ZooError(f"model {name!r} has no {what} in the store {client.tracking_uri} "
                        f"(see `zoo models --registered`)") from None
 
 
