@@ -135,7 +135,7 @@ def test_greedy_is_the_argmax_path(trained):
 def test_loaded_bundle_and_pyfunc(trained):
     import mlflow
 
-    from zoo.loading import load_bundle
+    from zoo.bundle import load as load_bundle
 
     c, res = trained["client"], trained["res"]
     path = c.download_artifacts(res.run_id, "model", str(trained["tmp"] / "dl"))

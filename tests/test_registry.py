@@ -24,7 +24,17 @@ def test_model_info():
     assert info.params["units"] == 128 and "recurrent_dropout" in info.params
     assert not zoo.model_info("tanh-rnn").cudnn
     assert zoo.model_info("bi-gru").layer == "Bidirectional(GRU)"
-    assert info.cudnn_eligible({}) and not info.cudnn_eligible({"recurrent_dropout": 0.1})
+    assert _cudnn_eligible(zoo.build_model("lstm")[0])
+    assert _cudnn_eligible(zoo.build_model("bi-gru")[0].forward_layer)
+    assert not _cudnn_eligible(zoo.build_model("lstm", recurrent_dropout=0.1)[0])
+
+
+def _cudnn_eligible(layer) -> bool:
+    """What Keras asks of an LSTM/GRU before it takes the fused cuDNN kernel on a GPU."""
+    c = layer.get_config()
+    return (c["activation"] == "tanh" and c["recurrent_activation"] == "sigmoid"
+            and c["recurrent_dropout"] == 0 and not c["unroll"] and c["use_bias"]
+            and c.get("reset_after", True) and c.get("use_cudnn", "auto") in ("auto", True))
 
 
 def test_unknown_builder_lists_closest():

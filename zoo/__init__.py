@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from zoo.registry import build_model, list_models, model_info, register_model
+from zoo.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["build_model", "list_models", "load", "model_info", "register_model", "__version__"]
 
 

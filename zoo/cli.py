@@ -22,14 +22,25 @@ def cmd_models(args) -> int:
     from zoo.registry import list_models, model_info
 
     if args.registered:
-        from zoo.tracking import registered_table
+        from zoo.tracking import REGISTERED_HEADER, registered_rows, tracking_uri
 
-        print(registered_table(args.pattern))
+        rows = registered_rows(args.pattern)
+        if not rows:
+            print(f"no registered models match {args.pattern!r} in {tracking_uri()}")
+        else:
+            print(_table(rows, REGISTERED_HEADER))
         return 0
     names = list_models(args.pattern)
     if not names:
         print(f"no model builder matches {args.pattern!r}", file=sys.stderr)
         return 1
+    if names == [args.pattern]:  # one builder by name: its hyperparameters
+        info = model_info(args.pattern)
+        print(f"{info.name}: {info.description}\nlayer: {info.layer}; cuDNN on a GPU: "
+              f"{'yes' if info.cudnn else 'no'}; from: {info.source}\n")
+        print(_table([list(r) for r in info.describe()],
+                     ["hyperparameter", "type", "default", "meaning"]))
+        return 0
     rows = []
     for n in names:
         info = model_info(n)
@@ -39,8 +50,6 @@ def cmd_models(args) -> int:
 
 
 def cmd_recipes(args) -> int:
-    import yaml
-
     folder = Path(args.folder)
     files = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
     if not files:
@@ -56,7 +65,6 @@ def cmd_recipes(args) -> int:
         except ZooError as exc:
             rows.append([str(f), "?", "?", f"invalid: {exc}"])
     print(_table(rows, ["recipe", "task", "model", "registered as"]))
-    _ = yaml
     return 0
 
 
@@ -87,15 +95,9 @@ def cmd_generate(args) -> int:
     from zoo.loading import load
 
     model = load(args.name)
-    if not hasattr(model, "generate"):
-        raise ZooError(f"{args.name}: a {model.task} model does not generate text")
-    kwargs = {"prime": args.prime, "length": args.length, "temperature": args.temperature,
-              "seed": args.seed, "n": args.n}
-    if model.task == "word-lm":
-        kwargs = {"n_sentences": args.n, "temperature": args.temperature, "seed": args.seed}
-    out = model.generate(**kwargs)
-    texts = out if isinstance(out, list) else [out]
-    print("\n\n".join(texts) if model.task != "word-lm" else "\n".join(texts))
+    texts = model.sample(n=args.n, temperature=args.temperature, seed=args.seed,
+                         prime=args.prime, length=args.length)
+    print("\n\n".join(texts))
     return 0
 
 
@@ -150,8 +152,10 @@ def parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="generate text from a registered char-rnn/word-lm model")
     g.add_argument("name", help="NAME, NAME@ALIAS, NAME/VERSION or a local model folder")
-    g.add_argument("--prime", default="\n")
-    g.add_argument("--length", type=int, default=500)
+    g.add_argument("--prime", default=None,
+                   help="text to start from (char-rnn; default: a new line)")
+    g.add_argument("--length", type=int, default=None,
+                   help="characters to generate after the prime (char-rnn; default: 500)")
     g.add_argument("--temperature", type=float, default=0.8)
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("-n", type=int, default=1, help="number of samples (sentences for word-lm)")

@@ -7,10 +7,8 @@ import json
 import math
 import os
 import shutil
-import sys
 import tempfile
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +28,17 @@ class RunResult:
     experiment_id: str
     test_metrics: dict[str, float]
     registered_name: str
-    version: str
+    version: str | None            # None when the run was not registered
     epochs_run: int
     promoted: bool | None = None
+    model_uri: str | None = None   # the logged model (MLflow URI)
 
     def summary(self) -> str:
         metrics = ", ".join(f"test_{k}={v:.4f}" for k, v in sorted(self.test_metrics.items()))
         champion = " (champion)" if self.promoted else ""
-        return (f"run {self.run_id} (experiment {self.experiment_id}): {metrics}\n"
-                f"registered {self.registered_name} version {self.version}{champion}")
+        where = (f"registered {self.registered_name} version {self.version}{champion}"
+                 if self.version else f"logged {self.model_uri} (not registered)")
+        return f"run {self.run_id} (experiment {self.experiment_id}): {metrics}\n{where}"
 
 
 # ------------------------------------------------------------------------------ set-up
@@ -79,10 +79,10 @@ def make_optimizer(recipe: Recipe):
 
 
 def build_compiled(task: Task, prepared: Prepared, recipe: Recipe):
-    from zoo.registry import build_model
+    from zoo.registry import build
 
-    body = build_model(recipe.model, return_sequences=task.return_sequences,
-                       stateful=task.stateful, **recipe.hparams)
+    body = build(recipe.model, recipe.params, return_sequences=task.return_sequences,
+                 stateful=task.stateful)
     batch = recipe.train.batch_size if task.stateful else None
     model = task.build(prepared, body, batch)
     model.compile(optimizer=make_optimizer(recipe), **task.compile_args())
@@ -126,9 +126,9 @@ def eval_dataset(split: Split, batch_size: int, drop_remainder: bool):
 # --------------------------------------------------------------------------- callbacks
 
 
-def _callbacks(task: Task, prepared: Prepared, recipe: Recipe, mlflow, ckpt: Path,
+def _callbacks(task: Task, prepared: Prepared, recipe: Recipe, tracked, ckpt: Path,
                history: dict[str, list[float]], es_state: dict[str, Any] | None,
-               save_checkpoints: bool):
+               save_checkpoints: bool, on_epoch=None):
     import keras
 
     class Tracking(keras.callbacks.Callback):
@@ -140,11 +140,13 @@ def _callbacks(task: Task, prepared: Prepared, recipe: Recipe, mlflow, ckpt: Pat
             logs.update(task.derived_metrics(logs))
             for k, v in logs.items():
                 history.setdefault(k, []).append(v)
-            mlflow.log_metrics({k: v for k, v in logs.items() if math.isfinite(v)}, step=epoch)
+            tracked.log_metrics(logs, step=epoch)
             for fname, text in task.epoch_artifacts(self.model, prepared, epoch).items():
-                mlflow.log_text(text, f"epochs/{epoch + 1:03d}_{fname}")
+                tracked.log_text(text, f"epochs/{epoch + 1:03d}_{fname}")
             if save_checkpoints:
                 _save_checkpoint(ckpt, self.model, epoch, history, stopper)
+            if on_epoch is not None:
+                on_epoch(epoch, logs)
 
     class ResetStates(keras.callbacks.Callback):
         """A stateful model starts every pass over a series from a zero state."""
@@ -209,7 +211,7 @@ def _save_checkpoint(ckpt: Path, model, epoch: int, history, stopper) -> None:
 
 
 def _load_checkpoint(ckpt: Path):
-    from zoo.loading import load_keras
+    from zoo.bundle import load_keras
 
     latest = ckpt / "latest"
     if not (latest / "state.json").exists():
@@ -232,39 +234,36 @@ def _load_checkpoint(ckpt: Path):
 
 
 def run(recipe: Recipe, *, fast_dev_run: bool = False, resume: str | None = None,
-        echo=print) -> RunResult:
+        echo=print, on_epoch=None, parent_run_id: str | None = None,
+        register: bool = True) -> RunResult:
     """Train, evaluate, log and register one recipe.  User mistakes raise ZooError before
-    any MLflow run exists; a failure during training marks the run FAILED and raises RunFailed."""
-    task: Task = get_task(recipe.task)(recipe)
+    any MLflow run exists; a failure during training marks the run FAILED and raises RunFailed.
+
+    ``on_epoch(epoch, logs)`` is called after each epoch is logged (a sweep reports to its
+    scheduler there; it may raise to stop the run); ``parent_run_id`` nests the run under
+    another (a sweep's); ``register=False`` evaluates and logs the model without registering."""
     from zoo import tracking
 
-    mlflow = tracking.configure()
-    resume_state = None
-    if resume is not None:
-        resume_state = _check_resume(mlflow, recipe, resume, fast_dev_run)
-
+    task: Task = get_task(recipe.task)(recipe)
+    resume_tags = _check_resume(recipe, resume, fast_dev_run) if resume is not None else None
     prepared = task.prepare(fast=fast_dev_run)
-    if resume_state is not None and resume_state["tags"].get("zoo.data_hash") != prepared.data_hash:
+    if resume_tags is not None and resume_tags.get("zoo.data_hash") != prepared.data_hash:
         raise ZooError(f"--resume {resume}: the data differ from the run's (data hash "
-                       f"{prepared.data_hash} != {resume_state['tags'].get('zoo.data_hash')})")
-
+                       f"{prepared.data_hash} != {resume_tags.get('zoo.data_hash')})")
     strategy = _setup_runtime(recipe)
-    if resume is None:
-        mlflow.set_experiment(recipe.experiment)
-        active = mlflow.start_run()
-    else:
-        active = mlflow.start_run(run_id=resume)
-    run_id = active.info.run_id
+    tracked = tracking.TrackedRun(recipe.experiment, resume=resume, parent_run_id=parent_run_id)
     try:
-        with active:
-            result = _train(task, prepared, recipe, mlflow, strategy, run_id, fast_dev_run,
-                            resume is not None, echo)
-    except KeyboardInterrupt:
-        raise
-    except ZooError:
+        with tracked:
+            model, progress = _restore_or_build(task, prepared, recipe, strategy, tracked,
+                                                fast_dev_run, resume is not None, echo)
+            history = _fit(task, prepared, recipe, model, progress, tracked, fast_dev_run,
+                           on_epoch)
+            result = _finish(task, prepared, recipe, model, history, tracked, fast_dev_run, echo,
+                             register)
+    except (KeyboardInterrupt, ZooError):
         raise
     except Exception as exc:  # the run is already marked FAILED by the context manager
-        raise RunFailed(f"run {run_id} failed: {type(exc).__name__}: {exc}") from exc
+        raise RunFailed(f"run {tracked.run_id} failed: {type(exc).__name__}: {exc}") from exc
     finally:
         import keras
 
@@ -272,54 +271,64 @@ def run(recipe: Recipe, *, fast_dev_run: bool = False, resume: str | None = None
     return result
 
 
-def _check_resume(mlflow, recipe: Recipe, run_id: str, fast_dev_run: bool) -> dict[str, Any]:
+def _check_resume(recipe: Recipe, run_id: str, fast_dev_run: bool) -> dict[str, str]:
+    """The tags of the run to resume, after checking that it can be resumed with this recipe."""
     from zoo import tracking
 
     if fast_dev_run:
         raise ZooError("--resume cannot be combined with --fast-dev-run")
-    try:
-        run = mlflow.get_run(run_id)
-    except Exception:
-        raise ZooError(f"--resume {run_id}: no such run in {tracking.tracking_uri()}") from None
-    tags = run.data.tags
+    found = tracking.find_run(run_id)
+    tags = found["tags"]
     if tags.get("zoo.recipe_hash") != recipe.digest():
         raise ZooError(f"--resume {run_id}: the run was made from a different recipe "
                        f"(recipe hash {tags.get('zoo.recipe_hash')}, this one {recipe.digest()})")
-    if run.info.status == "FINISHED":
+    if found["status"] == "FINISHED":
         raise ZooError(f"--resume {run_id}: the run already finished")
-    if not (tracking.checkpoint_dir(run_id) / "latest" / "state.json").exists():
-        raise ZooError(f"--resume {run_id}: no checkpoint at {tracking.checkpoint_dir(run_id)} "
+    ckpt = tracking.checkpoint_dir(run_id)
+    if not (ckpt / "latest" / "state.json").exists():
+        raise ZooError(f"--resume {run_id}: no checkpoint at {ckpt} "
                        "(the run died before finishing its first epoch: start it again)")
-    return {"tags": tags}
+    return tags
 
 
-def _train(task: Task, prepared: Prepared, recipe: Recipe, mlflow, strategy, run_id: str,
-           fast_dev_run: bool, resuming: bool, echo) -> RunResult:
+@dataclass
+class _Progress:
+    """Where training stands: the checkpoint folder, the next epoch, the metrics so far."""
+
+    ckpt: Path
+    first_epoch: int = 0
+    history: dict[str, list[float]] | None = None
+    early_stopping: dict[str, Any] | None = None
+
+
+def _restore_or_build(task: Task, prepared: Prepared, recipe: Recipe, strategy, tracked,
+                      fast_dev_run: bool, resuming: bool, echo):
+    """The model and where training stands: from the run's checkpoint when resuming, else a
+    new compiled model (the run's tags, params and recipe logged first)."""
     from zoo import tracking
 
-    import keras
-
-    ckpt = tracking.checkpoint_dir(run_id)
-    tags = tracking.run_tags(recipe, prepared.data_hash, fast_dev_run)
-    history: dict[str, list[float]] = {}
-    es_state = None
-    first_epoch = 0
+    progress = _Progress(tracking.checkpoint_dir(tracked.run_id), history={})
     if resuming:
-        loaded = _load_checkpoint(ckpt)
         with strategy.scope():
-            model, state = loaded
-        first_epoch = state["epoch"] + 1
-        history = state["history"]
-        es_state = state.get("early_stopping")
-        echo(f"zoo: resuming run {run_id} at epoch {first_epoch + 1}")
-    else:
-        mlflow.set_tags({**tags, "zoo.replicas": str(strategy.num_replicas_in_sync)})
-        tracking.log_params(mlflow, {**recipe.flat_params(),
-                                     **{f"data_info.{k}": str(v) for k, v in prepared.info.items()}})
-        mlflow.log_text(recipe.to_yaml(), "recipe.yaml")
-        with strategy.scope():
-            model = build_compiled(task, prepared, recipe)
+            model, state = _load_checkpoint(progress.ckpt)
+        progress.first_epoch = state["epoch"] + 1
+        progress.history = state["history"]
+        progress.early_stopping = state.get("early_stopping")
+        echo(f"zoo: resuming run {tracked.run_id} at epoch {progress.first_epoch + 1}")
+        return model, progress
+    tags = tracking.run_tags(recipe, prepared.data_hash, fast_dev_run)
+    tracked.set_tags({**tags, "zoo.replicas": str(strategy.num_replicas_in_sync)})
+    tracked.log_params({**recipe.flat_params(),
+                        **{f"data_info.{k}": str(v) for k, v in prepared.info.items()}})
+    tracked.log_text(recipe.to_yaml(), "recipe.yaml")
+    with strategy.scope():
+        model = build_compiled(task, prepared, recipe)
+    return model, progress
 
+
+def _fit(task: Task, prepared: Prepared, recipe: Recipe, model, progress: _Progress, tracked,
+         fast_dev_run: bool, on_epoch=None) -> dict[str, list[float]]:
+    """Train the remaining epochs, logging each and checkpointing it; returns the history."""
     bs = recipe.train.batch_size
     epochs = 1 if fast_dev_run else recipe.train.epochs
     drop = task.stateful or recipe.train.distribute != "none"
@@ -331,50 +340,59 @@ def _train(task: Task, prepared: Prepared, recipe: Recipe, mlflow, strategy, run
     if fast_dev_run:
         steps = min(steps, FAST_DEV_STEPS)
         val_steps = FAST_DEV_STEPS
-    train_ds = train_dataset(prepared.train, bs, recipe.train.seed, first_epoch, epochs,
-                             task.shuffle, drop)
-    val_ds = eval_dataset(prepared.val, bs, drop)
-    callbacks, stopper = _callbacks(task, prepared, recipe, mlflow, ckpt, history, es_state,
-                                    save_checkpoints=not fast_dev_run)
-    if first_epoch < epochs:
-        model.fit(train_ds, epochs=epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
-                  validation_data=val_ds, validation_steps=val_steps, callbacks=callbacks,
-                  verbose=recipe.train.verbose)
-    epochs_run = len(next(iter(history.values()), []))
+    history = progress.history
+    callbacks, _ = _callbacks(task, prepared, recipe, tracked, progress.ckpt, history,
+                              progress.early_stopping, save_checkpoints=not fast_dev_run,
+                              on_epoch=on_epoch)
+    if progress.first_epoch < epochs:
+        train_ds = train_dataset(prepared.train, bs, recipe.train.seed, progress.first_epoch,
+                                 epochs, task.shuffle, drop)
+        model.fit(train_ds, epochs=epochs, initial_epoch=progress.first_epoch,
+                  steps_per_epoch=steps, validation_data=eval_dataset(prepared.val, bs, drop),
+                  validation_steps=val_steps, callbacks=callbacks, verbose=recipe.train.verbose)
     if any(not math.isfinite(v) for v in history.get("loss", [])):
         raise RuntimeError("training loss became NaN or infinite (TerminateOnNaN stopped it)")
+    return history
 
+
+def _finish(task: Task, prepared: Prepared, recipe: Recipe, model, history, tracked,
+            fast_dev_run: bool, echo, register: bool = True) -> RunResult:
+    """Evaluate on the test split, log plots, register the bundle, apply the promotion rule."""
+    from zoo import bundle, tracking
+
+    bs = recipe.train.batch_size
     if task.stateful:
         reset_states(model)
-    test = prepared.test.head(FAST_DEV_STEPS * bs) if fast_dev_run else prepared.test
-    test_metrics = task.evaluate(model, Prepared(prepared.train, prepared.val, test,
-                                                 prepared.preprocessing, prepared.data_hash,
-                                                 prepared.info, prepared.extra), bs)
-    mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items() if math.isfinite(v)})
-
+    if fast_dev_run:
+        prepared = replace(prepared, test=prepared.test.head(FAST_DEV_STEPS * bs))
+    test_metrics = task.evaluate(model, prepared, bs)
+    tracked.log_metrics({f"test_{k}": v for k, v in test_metrics.items()})
+    tags = tracking.run_tags(recipe, prepared.data_hash, fast_dev_run)
+    name = recipe.registered_name
     with tempfile.TemporaryDirectory() as tmpdir:
         out = Path(tmpdir)
-        plots = [_loss_curve(history, out)] + task.plots(model, prepared, out)
-        for p in plots:
-            mlflow.log_artifact(str(p), "plots")
-        bundle = tracking.save_bundle(out / "zoo_model", model, prepared.preprocessing,
-                                      recipe.to_yaml(), test_metrics)
+        for p in [_loss_curve(history, out)] + task.plots(model, prepared, out):
+            tracked.log_artifact(p, "plots")
+        saved = bundle.save(out / tracking.BUNDLE_PATH, model, prepared.preprocessing,
+                            recipe.to_yaml(), test_metrics)
         version_tags = {**tags, **{f"test_{k}": f"{v:.6g}" for k, v in test_metrics.items()},
-                        "zoo.run_id": run_id, "zoo.main_metric": f"test_{task.main_metric}"}
-        name, version = tracking.log_and_register(mlflow, bundle, recipe.registered_name,
-                                                  task.input_example(prepared), version_tags)
-    decision = tracking.promote(mlflow.MlflowClient(), name, version,
-                                metric=f"test_{task.main_metric}",
-                                greater_is_better=task.greater_is_better,
-                                policy=recipe.track.promote, fast_dev_run=fast_dev_run)
-    mlflow.set_tags({f"zoo.promotion.{k}": "" if v is None else str(v)
-                     for k, v in decision.items()})
-    echo(f"zoo: {'promoted to champion' if decision['promoted'] else 'not promoted'}: "
-         f"{decision['reason']}")
-    if ckpt.exists():
-        shutil.rmtree(ckpt, ignore_errors=True)
-    return RunResult(run_id, mlflow.get_run(run_id).info.experiment_id, test_metrics, name,
-                     version, epochs_run, decision["promoted"])
+                        "zoo.run_id": tracked.run_id, "zoo.main_metric": f"test_{task.main_metric}",
+                        "zoo.bundle_digest": bundle.digest(saved)}
+        model_uri = tracked.log_model(saved, task.input_example(prepared))
+    tracked.set_tags({"zoo.version_tags": json.dumps(version_tags)})
+    version, promoted = None, None
+    if register:
+        version = tracking.register(model_uri, name, version_tags)
+        decision = tracked.promote(name, version, metric=f"test_{task.main_metric}",
+                                   greater_is_better=task.greater_is_better,
+                                   policy=recipe.track.promote, fast_dev_run=fast_dev_run)
+        promoted = decision["promoted"]
+        echo(f"zoo: {'promoted to champion' if promoted else 'not promoted'}: "
+             f"{decision['reason']}")
+    shutil.rmtree(tracking.checkpoint_dir(tracked.run_id), ignore_errors=True)
+    epochs_run = len(next(iter(history.values()), []))
+    return RunResult(tracked.run_id, tracked.experiment_id, test_metrics, name, version,
+                     epochs_run, promoted, model_uri)
 
 
 def _loss_curve(history: dict[str, list[float]], outdir: Path) -> Path:

@@ -1,27 +1,27 @@
-"""MLflow models-from-code entry: a zoo model as an ordinary MLflow pyfunc model.
+"""MLflow's pyfunc entry for zoo models (``loader_module``).
 
-MLflow runs this file to get the model object, so nothing is pickled: ``load_context`` loads
-the bundle (``.keras`` with safe_mode, preprocessing from JSON) through zoo's own loader."""
+MLflow imports this module from the installed zoo package and calls :func:`_load_pyfunc` with
+the path of the model's bundle, so the code that runs is always the installed zoo and the
+store holds only data (``.keras`` loaded with safe_mode, JSON, YAML): editing the artifacts can
+never make MLflow or ``zoo.load`` execute code.
+"""
 
 from __future__ import annotations
 
-import warnings
-
-import mlflow
-
-# predict takes what each task takes (texts, series, primes), so it has no single type hint
-warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
-from mlflow.pyfunc import PythonModel
+from typing import Any
 
 
-class ZooPyfuncModel(PythonModel):
-    def load_context(self, context):
-        from zoo.loading import load_bundle
+class ZooPyfuncModel:
+    """What MLflow's pyfunc wrapper calls: ``predict(model_input, params=None)``."""
 
-        self.model = load_bundle(context.artifacts["zoo_model"])
+    def __init__(self, model) -> None:
+        self.model = model
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> Any:
         return self.model.pyfunc_predict(model_input)
 
 
-mlflow.models.set_model(ZooPyfuncModel())
+def _load_pyfunc(data_path: str) -> ZooPyfuncModel:
+    from zoo.bundle import load
+
+    return ZooPyfuncModel(load(data_path))

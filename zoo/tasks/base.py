@@ -7,7 +7,6 @@ loaded model of it can do (:class:`LoadedModel`).  No task has its own training 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,6 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from zoo.errors import ZooError
+from zoo.hashing import hash_arrays  # noqa: F401  (re-exported for the tasks)
 
 
 class NoOptions(BaseModel):
@@ -49,15 +49,6 @@ class Prepared:
     extra: dict[str, Any] = field(default_factory=dict)  # task-private (raw texts, ...)
 
 
-def hash_arrays(*arrays: np.ndarray) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(str(a.shape).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()[:16]
-
-
 class Task:
     name: ClassVar[str]
     Options: ClassVar[type[BaseModel]] = NoOptions
@@ -67,7 +58,8 @@ class Task:
     return_sequences: ClassVar[bool] = True  # the body returns every step (else the last)
     stateful: ClassVar[bool] = False       # stateful body, static batch, no shuffling
     shuffle: ClassVar[bool] = True
-    description: ClassVar[str] = ""
+    generates: ClassVar[bool] = False      # predicts left to right: no bidirectional body
+    loaded_class: ClassVar[type["LoadedModel"]]   # what zoo.load returns for this task
 
     def __init__(self, recipe) -> None:
         self.recipe = recipe
@@ -75,8 +67,6 @@ class Task:
         self.data = recipe.data
 
     # ----- validation beyond the schema (files that must exist, cross-field rules) ---------
-    generates: ClassVar[bool] = False      # predicts left to right: no bidirectional body
-
     @classmethod
     def check(cls, recipe) -> None:
         """Cheap checks at recipe load, shared by all tasks; tasks add their own."""
@@ -98,10 +88,12 @@ class Task:
                 codecs.lookup(encoding)
             except LookupError:
                 raise ZooError(f"{recipe.path}: data.encoding: unknown encoding {encoding!r}") from None
-        val, test = getattr(d, "val_fraction", 0.0), getattr(d, "test_fraction", 0.0)
-        if val + test >= 1:
-            raise ZooError(f"{recipe.path}: data.val_fraction + data.test_fraction must be below "
-                           f"1 (got {val} + {test})")
+        from zoo.data.text import check_fractions
+
+        try:
+            check_fractions(getattr(d, "val_fraction", 0.0), getattr(d, "test_fraction", 0.0))
+        except ZooError as exc:
+            raise ZooError(f"{recipe.path}: {exc}") from None
         if getattr(d, "path", None) is not None:
             resolve_data_path(recipe.path, d.path, "data.path")
 
@@ -145,8 +137,6 @@ class Task:
         return []
 
     # ----- what a loaded model can do ---------------------------------------------------
-    loaded_class: ClassVar[type["LoadedModel"]]
-
     def input_example(self, prepared: Prepared) -> Any:
         """A raw input for the MLflow model (what ``LoadedModel.pyfunc_predict`` takes)."""
         return None
@@ -185,7 +175,81 @@ class LoadedModel:
         return f"<zoo {self.task} model {self.recipe['model']['name']} ({where})>"
 
     def pyfunc_predict(self, model_input: Any) -> Any:
+        """What MLflow's pyfunc flavour calls: the input as a list (a one-column DataFrame, a
+        single string or any sequence), then the task's :meth:`_pyfunc`."""
+        return self._pyfunc(as_list(model_input))
+
+    def _pyfunc(self, inputs: list) -> Any:
         raise NotImplementedError
+
+    def sample(self, n: int = 1, temperature: float = 1.0, seed: int | None = None,
+               prime: str | None = None, length: int | None = None) -> list[str]:
+        """``n`` generated texts, for every generative task alike (what ``zoo generate``
+        prints); ``prime`` and ``length`` where the task reads them."""
+        raise ZooError(f"a {self.task} model does not generate text; try `zoo predict`")
+
+
+def as_list(inputs: Any) -> list:
+    """Model inputs as a list: the first column of a DataFrame, one string, or any sequence."""
+    if hasattr(inputs, "iloc"):
+        return inputs.iloc[:, 0].tolist()
+    if isinstance(inputs, str):
+        return [inputs]
+    try:
+        return list(inputs)
+    except TypeError:
+        raise ZooError(f"predict: expected a list of texts or inputs, got {type(inputs).__name__}") from None
+
+
+def sequence_network(body: list, *, name: str, input_name: str, outputs: int,
+                     activation: str | None = None, head_name: str = "head",
+                     vocab_size: int | None = None, embedding_dim: int | None = None,
+                     mask_zero: bool = False, features: int | None = None,
+                     batch_shape: tuple | None = None):
+    """The network of every task: an input of token ids through an Embedding (``vocab_size``,
+    ``embedding_dim``, ``mask_zero``) or of ``features`` floats per step, then the recurrent
+    ``body``, then a Dense head of ``outputs`` (float32, for mixed precision).  A static
+    ``batch_shape`` is for stateful bodies."""
+    import keras
+
+    if vocab_size is not None:
+        shape, dtype = (None,), "int32"
+    else:
+        shape, dtype = (None, features), "float32"
+    if batch_shape is not None:
+        inputs = keras.Input(batch_shape=batch_shape, dtype=dtype, name=input_name)
+    else:
+        inputs = keras.Input(shape=shape, dtype=dtype, name=input_name)
+    x = inputs
+    if vocab_size is not None:
+        x = keras.layers.Embedding(vocab_size, embedding_dim, mask_zero=mask_zero,
+                                   name="embedding")(x)
+    for layer in body:
+        x = layer(x)
+    out = keras.layers.Dense(outputs, activation=activation, dtype="float32", name=head_name)(x)
+    return keras.Model(inputs, out, name=name)
+
+
+def read_corpus(task: "Task") -> tuple[str, str, str, dict[str, Any]]:
+    """The text of a language-model task as (train, val, test, info): the user's file
+    (``data.path``, contiguous fractions) or, by default, Shakespeare's plays (whole plays
+    held out, chosen by ``data.split_seed`` when the task has it)."""
+    d = task.data
+    if d.path is not None:
+        from zoo.data.text import read_text_file, split_by_fraction
+
+        p = task.resolve_path(d.path, "data.path")
+        train, val, test = split_by_fraction(read_text_file(p, d.encoding), d.val_fraction,
+                                             d.test_fraction)
+        return train, val, test, {"source": str(p), "encoding": d.encoding}
+    from zoo.data.shakespeare import load_plays, split_works
+
+    works = load_plays()
+    tr, va, te = split_works(works, d.val_fraction, d.test_fraction, getattr(d, "split_seed", 0))
+    join = lambda names: "\n\n".join(works[n] for n in names)  # noqa: E731
+    info = {"source": "shakespeare", "train_works": len(tr), "val_works": ", ".join(va),
+            "test_works": ", ".join(te)}
+    return join(tr), join(va), join(te), info
 
 
 def reset_states(model) -> None:

@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from zoo.errors import ZooError
 from zoo.tasks import register_task
-from zoo.tasks.base import LoadedModel, Prepared, Split, Task, hash_arrays, resolve_data_path
+from zoo.tasks.base import (LoadedModel, Prepared, Split, Task, hash_arrays, read_corpus,
+                            resolve_data_path, sequence_network)
 
 # In --fast-dev-run, each split is cut to this many windows (a couple of batches).
 FAST_WINDOWS = 4
@@ -82,6 +83,39 @@ def _show(chars: list[str]) -> str:
     return ", ".join(repr(c) for c in chars)
 
 
+class CharRNNModel(LoadedModel):
+    """A trained character-level model.  ``generate(prime, length, temperature, seed, n)``
+    writes text: the prime followed by ``length`` characters, one string (n=1) or a list."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.vocab = _vocab_from(self.preprocessing)
+        self._sampler = None
+
+    def _get_sampler(self):
+        if self._sampler is None:
+            self._sampler = make_sampler(self.keras_model)
+        return self._sampler
+
+    def generate(self, prime: str = "\n", length: int = 500, temperature: float = 0.8,
+                 seed: int | None = None, n: int = 1) -> str | list[str]:
+        texts = self.sample(n, temperature, seed, prime, length)
+        return texts[0] if n == 1 else texts
+
+    def sample(self, n: int = 1, temperature: float = 0.8, seed: int | None = None,
+               prime: str | None = None, length: int | None = None) -> list[str]:
+        """``n`` texts, each ``prime`` (default a new line) and ``length`` (default 500)
+        generated characters."""
+        prime = "\n" if prime is None else prime
+        length = 500 if length is None else length
+        check_generate_args(self.vocab, prime, length, temperature, n, seed)
+        return sample_text(self._get_sampler(), self.vocab, prime, length, temperature, seed, n)
+
+    def _pyfunc(self, inputs: list) -> Any:
+        """Primes -> one generated text each (prime + 200 characters at temperature 0.8)."""
+        return [self.generate(str(p), PYFUNC_LENGTH, PYFUNC_TEMPERATURE) for p in inputs]
+
+
 @register_task
 class CharRNNTask(Task):
     name = "char-rnn"
@@ -90,7 +124,7 @@ class CharRNNTask(Task):
     main_metric = "bpc"
     greater_is_better = False
     generates = True
-    description = "character-level language model (Shakespeare or your text); generates text"
+    loaded_class = CharRNNModel
 
     @classmethod
     def check(cls, recipe) -> None:
@@ -105,30 +139,12 @@ class CharRNNTask(Task):
                 raise ZooError(f"{recipe.path}: data.path: {d.path} is empty")
 
     # ----------------------------------------------------------------------------- data
-    def _texts(self) -> tuple[str, str, str, dict[str, Any]]:
-        d = self.data
-        if d.path is not None:
-            from zoo.data.text import read_text_file, split_by_fraction
-
-            p = self.resolve_path(d.path, "data.path")
-            text = read_text_file(p, d.encoding)
-            train, val, test = split_by_fraction(text, d.val_fraction, d.test_fraction)
-            return train, val, test, {"source": str(p), "encoding": d.encoding}
-        from zoo.data.shakespeare import load_plays, split_works
-
-        works = load_plays()
-        train_n, val_n, test_n = split_works(works, d.val_fraction, d.test_fraction, d.split_seed)
-        join = lambda names: "\n\n".join(works[n] for n in names)  # noqa: E731
-        info = {"source": "shakespeare", "train_works": len(train_n),
-                "val_works": ", ".join(val_n), "test_works": ", ".join(test_n)}
-        return join(train_n), join(val_n), join(test_n), info
-
     def prepare(self, fast: bool = False) -> Prepared:
         from zoo.data.text import CharVocab
 
         d = self.data
         L = d.seq_len
-        train_text, val_text, test_text, info = self._texts()
+        train_text, val_text, test_text, info = read_corpus(self)
         if d.max_chars is not None:
             train_text = train_text[: d.max_chars]
         where = f"{self.recipe.path}: data.path: {d.path}" if d.path else \
@@ -200,14 +216,9 @@ class CharRNNTask(Task):
 
 def char_network(body: list, vocab_size: int, embedding_dim: int, batch_size: int | None = None):
     """ids (batch, steps) -> Embedding -> body -> Dense logits (batch, steps, vocab), float32."""
-    import keras
-
-    inputs = keras.Input(shape=(None,), batch_size=batch_size, dtype="int32", name="chars")
-    x = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")(inputs)
-    for layer in body:
-        x = layer(x)
-    logits = keras.layers.Dense(vocab_size, dtype="float32", name="logits")(x)
-    return keras.Model(inputs, logits, name="char_rnn")
+    return sequence_network(body, name="char_rnn", input_name="chars", outputs=vocab_size,
+                            head_name="logits", vocab_size=vocab_size, embedding_dim=embedding_dim,
+                            batch_shape=None if batch_size is None else (batch_size, None))
 
 
 def make_sampler(model):
@@ -247,36 +258,3 @@ def sample_text(sampler, vocab, prime: str, length: int, temperature: float,
     out = sampler.sample(np.tile(ids[None, :], (n, 1)), int(length), float(temperature),
                          int(seed))
     return [prime + vocab.decode(row.tolist()) for row in out]
-
-
-class CharRNNModel(LoadedModel):
-    """A trained character-level model.  ``generate(prime, length, temperature, seed, n)``
-    writes text: the prime followed by ``length`` characters, one string (n=1) or a list."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.vocab = _vocab_from(self.preprocessing)
-        self._sampler = None
-
-    def _get_sampler(self):
-        if self._sampler is None:
-            self._sampler = make_sampler(self.keras_model)
-        return self._sampler
-
-    def generate(self, prime: str = "\n", length: int = 500, temperature: float = 0.8,
-                 seed: int | None = None, n: int = 1) -> str | list[str]:
-        check_generate_args(self.vocab, prime, length, temperature, n, seed)
-        texts = sample_text(self._get_sampler(), self.vocab, prime, length, temperature, seed, n)
-        return texts[0] if n == 1 else texts
-
-    def pyfunc_predict(self, model_input: Any) -> Any:
-        """Primes (a list of strings or a one-column DataFrame) -> one generated text each
-        (prime + 200 characters at temperature 0.8)."""
-        if hasattr(model_input, "iloc"):
-            model_input = model_input.iloc[:, 0].tolist()
-        if isinstance(model_input, str):
-            model_input = [model_input]
-        return [self.generate(str(p), PYFUNC_LENGTH, PYFUNC_TEMPERATURE) for p in model_input]
-
-
-CharRNNTask.loaded_class = CharRNNModel

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from zoo.errors import ZooError
 from zoo.tasks import register_task
-from zoo.tasks.base import LoadedModel, Prepared, Split, Task, hash_arrays, reset_states
+from zoo.tasks.base import (LoadedModel, Prepared, Split, Task, hash_arrays, reset_states,
+                            sequence_network)
 
 
 class EchoData(BaseModel):
@@ -52,6 +53,50 @@ def to_windows(x: np.ndarray, y: np.ndarray, rows: int, window: int, echo_step: 
     return Split(order(xs)[..., None].astype(np.float32), order(ys), order(ws))
 
 
+def echo_network(body: list, pre: dict[str, Any], batch_size: int | None):
+    """Input (batch, steps, 1) float series -> body -> softmax over the classes per step."""
+    batch_shape = None if batch_size is None else (batch_size, pre["truncated_backprop_length"], 1)
+    return sequence_network(body, name="echo", input_name="series", outputs=pre["num_classes"],
+                            activation="softmax", features=1, batch_shape=batch_shape)
+
+
+class EchoModel(LoadedModel):
+    """A trained echo model.  ``predict(series)`` returns the predicted echo of each series."""
+
+    def _stateless(self):
+        if getattr(self, "_net", None) is None:
+            from zoo.registry import build_model
+
+            hp = dict(self.recipe["model"])
+            name = hp.pop("name")
+            body = build_model(name, return_sequences=True, stateful=False, **hp)
+            self._net = echo_network(body, self.preprocessing, None)
+            self._net.set_weights(self.keras_model.get_weights())
+        return self._net
+
+    def predict(self, series) -> list[list[int]]:
+        """Each series is a list of class ids or a string of them ("0 1 1 0")."""
+        out = []
+        for s in series:
+            if isinstance(s, str):
+                try:
+                    s = [int(t) for t in s.split()]
+                except ValueError:
+                    raise ZooError(f"echo predict: {s[:40]!r} is not a series of class ids") from None
+            arr = np.asarray(s)
+            if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.number):
+                raise ZooError("echo predict: each series must be a non-empty 1-D list of class ids")
+            if arr.min() < 0 or arr.max() >= self.preprocessing["num_classes"]:
+                raise ZooError(f"echo predict: class ids must be in 0..{self.preprocessing['num_classes'] - 1}")
+            probs = self._stateless().predict(arr.astype(np.float32)[None, :, None], verbose=0)
+            out.append(np.argmax(probs[0], axis=-1).astype(int).tolist())
+        return out
+
+    def _pyfunc(self, inputs: list) -> Any:
+        """Series as strings of class ids ("0 1 1 0") -> the predicted echoes, the same way."""
+        return [" ".join(map(str, p)) for p in self.predict(inputs)]
+
+
 @register_task
 class EchoTask(Task):
     name = "echo"
@@ -60,7 +105,7 @@ class EchoTask(Task):
     greater_is_better = True
     stateful = True
     shuffle = False
-    description = "echo a random binary series delayed by echo_step (truncated BPTT, stateful)"
+    loaded_class = EchoModel
 
     @classmethod
     def check(cls, recipe) -> None:
@@ -129,63 +174,3 @@ class EchoTask(Task):
         fig.savefig(path, dpi=80)
         plt.close(fig)
         return [path]
-
-
-def echo_network(body: list, pre: dict[str, Any], batch_size: int | None):
-    """Input (batch, steps, 1) float series -> body -> softmax over the classes per step."""
-    import keras
-
-    if batch_size is None:
-        inputs = keras.Input(shape=(None, 1), name="series")
-    else:
-        inputs = keras.Input(batch_shape=(batch_size, pre["truncated_backprop_length"], 1),
-                             name="series")
-    x = inputs
-    for layer in body:
-        x = layer(x)
-    outputs = keras.layers.Dense(pre["num_classes"], activation="softmax", dtype="float32",
-                                 name="head")(x)
-    return keras.Model(inputs, outputs, name="echo")
-
-
-class EchoModel(LoadedModel):
-    """A trained echo model.  ``predict(series)`` returns the predicted echo of each series."""
-
-    def _stateless(self):
-        if getattr(self, "_net", None) is None:
-            import zoo
-
-            hp = dict(self.recipe["model"])
-            name = hp.pop("name")
-            body = zoo.build_model(name, return_sequences=True, stateful=False, **hp)
-            self._net = echo_network(body, self.preprocessing, None)
-            self._net.set_weights(self.keras_model.get_weights())
-        return self._net
-
-    def predict(self, series) -> list[list[int]]:
-        """Each series is a list of class ids or a string of them ("0 1 1 0")."""
-        out = []
-        for s in series:
-            if isinstance(s, str):
-                try:
-                    s = [int(t) for t in s.split()]
-                except ValueError:
-                    raise ZooError(f"echo predict: {s[:40]!r} is not a series of class ids") from None
-            arr = np.asarray(s)
-            if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.number):
-                raise ZooError("echo predict: each series must be a non-empty 1-D list of class ids")
-            if arr.min() < 0 or arr.max() >= self.preprocessing["num_classes"]:
-                raise ZooError(f"echo predict: class ids must be in 0..{self.preprocessing['num_classes'] - 1}")
-            probs = self._stateless().predict(arr.astype(np.float32)[None, :, None], verbose=0)
-            out.append(np.argmax(probs[0], axis=-1).astype(int).tolist())
-        return out
-
-    def pyfunc_predict(self, model_input: Any) -> Any:
-        """Series as strings of class ids ("0 1 1 0"), a list or a one-column DataFrame."""
-        if hasattr(model_input, "iloc"):
-            model_input = model_input.iloc[:, 0].tolist()
-        return [" ".join(map(str, p)) for p in self.predict(list(model_input))]
-
-
-EchoTask.loaded_class = EchoModel
-

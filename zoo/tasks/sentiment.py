@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from zoo.errors import ZooError
 from zoo.tasks import register_task
-from zoo.tasks.base import LoadedModel, Prepared, Split, Task, hash_arrays
+from zoo.tasks.base import (LoadedModel, Prepared, Split, Task, as_list, hash_arrays,
+                            sequence_network)
 
 FAST_EXAMPLES = 64
 
@@ -58,6 +59,37 @@ def _preprocessors(pre: dict[str, Any]):
     return WordTokenizer.from_json(pre["tokenizer"]), WordVocab.from_json(pre["vocab"])
 
 
+class SentimentModel(LoadedModel):
+    """``predict(texts)`` -> [{"label": ..., "probabilities": {label: p}}] per text."""
+
+    def predict(self, texts) -> list[dict[str, Any]]:
+        texts = as_list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise ZooError(f"predict: text {i} is {type(t).__name__} ({t!r:.40}), not a string")
+            if not t.strip():
+                raise ZooError(f"predict: text {i} is empty")
+        if not texts:
+            return []
+        pre = self.preprocessing
+        tokenizer, vocab = _preprocessors(pre)
+        x = encode_texts(texts, tokenizer, vocab, pre["max_length"])
+        probs = self.keras_model.predict(x, batch_size=256, verbose=0)
+        labels = pre["labels"]
+        return [{"label": labels[int(p.argmax())],
+                 "probabilities": {lab: float(p[j]) for j, lab in enumerate(labels)}}
+                for p in probs]
+
+    def _pyfunc(self, inputs: list) -> Any:
+        import pandas as pd
+
+        rows = []
+        for r in self.predict(inputs):
+            rows.append({"label": r["label"],
+                         **{f"probability_{k}": v for k, v in r["probabilities"].items()}})
+        return pd.DataFrame(rows)
+
+
 @register_task
 class SentimentTask(Task):
     name = "sentiment"
@@ -66,7 +98,7 @@ class SentimentTask(Task):
     main_metric = "accuracy"
     greater_is_better = True
     return_sequences = False
-    description = "text classification (Rotten Tomatoes or your labelled texts)"
+    loaded_class = SentimentModel
 
     def _examples(self):
         from zoo.data import sentiment
@@ -117,17 +149,11 @@ class SentimentTask(Task):
                         extra={"test_texts": [t for t, _ in test]})
 
     def build(self, prepared: Prepared, body: list, batch_size: int):
-        import keras
-
         pre = prepared.preprocessing
-        inputs = keras.Input(shape=(None,), dtype="int32", name="tokens")
-        x = keras.layers.Embedding(len(pre["vocab"]["words"]), self.options.embedding_dim,
-                                   mask_zero=True, name="embedding")(inputs)
-        for layer in body:
-            x = layer(x)
-        outputs = keras.layers.Dense(len(pre["labels"]), activation="softmax", dtype="float32",
-                                     name="head")(x)
-        return keras.Model(inputs, outputs, name="sentiment")
+        return sequence_network(body, name="sentiment", input_name="tokens",
+                                outputs=len(pre["labels"]), activation="softmax",
+                                vocab_size=len(pre["vocab"]["words"]),
+                                embedding_dim=self.options.embedding_dim, mask_zero=True)
 
     def compile_args(self) -> dict[str, Any]:
         return {"loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]}
@@ -170,44 +196,3 @@ class SentimentTask(Task):
 
     def input_example(self, prepared: Prepared) -> Any:
         return prepared.extra["test_texts"][:2]
-
-
-class SentimentModel(LoadedModel):
-    """``predict(texts)`` -> [{"label": ..., "probabilities": {label: p}}] per text."""
-
-    def predict(self, texts) -> list[dict[str, Any]]:
-        if isinstance(texts, str):
-            texts = [texts]
-        if hasattr(texts, "iloc"):
-            texts = texts.iloc[:, 0].tolist()
-        try:
-            texts = list(texts)
-        except TypeError:
-            raise ZooError(f"predict: expected a list of texts, got {type(texts).__name__}") from None
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise ZooError(f"predict: text {i} is {type(t).__name__} ({t!r:.40}), not a string")
-            if not t.strip():
-                raise ZooError(f"predict: text {i} is empty")
-        if not texts:
-            return []
-        pre = self.preprocessing
-        tokenizer, vocab = _preprocessors(pre)
-        x = encode_texts(texts, tokenizer, vocab, pre["max_length"])
-        probs = self.keras_model.predict(x, batch_size=256, verbose=0)
-        labels = pre["labels"]
-        return [{"label": labels[int(p.argmax())],
-                 "probabilities": {lab: float(p[j]) for j, lab in enumerate(labels)}}
-                for p in probs]
-
-    def pyfunc_predict(self, model_input: Any) -> Any:
-        import pandas as pd
-
-        rows = []
-        for r in self.predict(model_input):
-            rows.append({"label": r["label"],
-                         **{f"probability_{k}": v for k, v in r["probabilities"].items()}})
-        return pd.DataFrame(rows)
-
-
-SentimentTask.loaded_class = SentimentModel

@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from zoo.errors import ZooError
 from zoo.tasks import register_task
-from zoo.tasks.base import LoadedModel, Prepared, Split, Task, hash_arrays
+from zoo.tasks.base import (LoadedModel, Prepared, Split, Task, hash_arrays, read_corpus,
+                            sequence_network)
 
 START, END = "<s>", "</s>"
 FAST_SENTENCES = 64
@@ -58,114 +59,6 @@ def _sentences(text: str, tokenizer, source_is_play: bool) -> list[list[str]]:
     if source_is_play:
         text = _SPEAKER_LINE.sub("", text)  # speaker headings are not part of any sentence
     return [toks for s in split_sentences(text) if (toks := tokenizer.tokenize(s))]
-
-
-@register_task
-class WordLMTask(Task):
-    name = "word-lm"
-    Options = WordLMOptions
-    Data = WordLMData
-    main_metric = "perplexity"
-    greater_is_better = False
-    generates = True
-    description = "word-level language model with <s>/</s> sentences; generates sentences"
-
-    def _texts(self):
-        d = self.data
-        if d.path is not None:
-            from zoo.data.text import read_text_file, split_by_fraction
-
-            p = self.resolve_path(d.path, "data.path")
-            return (*split_by_fraction(read_text_file(p, d.encoding), d.val_fraction,
-                                       d.test_fraction), {"source": str(p)})
-        from zoo.data.shakespeare import load_plays, split_works
-
-        works = load_plays()
-        tr, va, te = split_works(works, d.val_fraction, d.test_fraction, 0)
-        join = lambda names: "\n\n".join(works[n] for n in names)  # noqa: E731
-        return join(tr), join(va), join(te), {"source": "shakespeare", "test_works": ", ".join(te)}
-
-    def prepare(self, fast: bool = False) -> Prepared:
-        from zoo.data.text import WordTokenizer, WordVocab
-
-        d = self.data
-        train_t, val_t, test_t, info = self._texts()
-        tok = WordTokenizer(lowercase=d.lowercase)
-        play = d.path is None
-        sents = [_sentences(t, tok, play) for t in (train_t, val_t, test_t)]
-        where = f"{self.recipe.path}: data.path: {d.path}" if d.path else f"{self.recipe.path}: corpus"
-        for name, s in zip(("training", "validation", "test"), sents):
-            if not s:
-                raise ZooError(f"{where}: the {name} split has no sentences")
-        train_s, val_s, test_s = sents
-        if d.max_sentences is not None:
-            rng = random.Random(self.recipe.train.seed)
-            train_s = rng.sample(train_s, min(d.max_sentences, len(train_s)))
-            val_s = val_s[: max(1, d.max_sentences // 10)]
-            test_s = test_s[: max(1, d.max_sentences // 10)]
-        vocab = WordVocab.build(train_s, d.vocabulary_size, specials=(START, END))
-        if fast:
-            train_s, val_s, test_s = (s[:FAST_SENTENCES] for s in (train_s, val_s, test_s))
-        L = d.max_length
-
-        def split(sentences) -> Split:
-            x = np.zeros((len(sentences), L + 1), np.int32)
-            y = np.zeros((len(sentences), L + 1), np.int32)
-            for i, words in enumerate(sentences):
-                ids = vocab.encode([START, *words[:L], END])
-                x[i, : len(ids) - 1] = ids[:-1]
-                y[i, : len(ids) - 1] = ids[1:]
-            return Split(x, y, (y != 0).astype(np.float32))
-
-        tr, va, te = split(train_s), split(val_s), split(test_s)
-        counts = Counter(int(t) for t in tr.y[tr.y != 0])
-        pre = {"tokenizer": tok.to_json(), "vocab": vocab.to_json(), "max_length": L,
-               "unigram_counts": {str(k): v for k, v in sorted(counts.items())}}
-        info.update(vocabulary=len(vocab), train_sentences=len(tr), val_sentences=len(va),
-                    test_sentences=len(te), train_words=int((tr.y != 0).sum()),
-                    oov_rate=round(float((tr.y == 1).sum() / max(1, (tr.y != 0).sum())), 4))
-        return Prepared(tr, va, te, pre, hash_arrays(tr.x, va.x, te.x), info)
-
-    def build(self, prepared: Prepared, body: list, batch_size: int):
-        import keras
-
-        vocab_size = len(prepared.preprocessing["vocab"]["words"])
-        inputs = keras.Input(shape=(None,), dtype="int32", name="words")
-        x = keras.layers.Embedding(vocab_size, self.options.embedding_dim, mask_zero=True,
-                                   name="embedding")(inputs)
-        for layer in body:
-            x = layer(x)
-        logits = keras.layers.Dense(vocab_size, dtype="float32", name="logits")(x)
-        return keras.Model(inputs, logits, name="word_lm")
-
-    def compile_args(self) -> dict[str, Any]:
-        import keras
-
-        return {"loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                "weighted_metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]}
-
-    def derived_metrics(self, logs: dict[str, float]) -> dict[str, float]:
-        return {f"{p}perplexity": math.exp(min(logs[f"{p}loss"], 700.0))
-                for p in ("", "val_") if f"{p}loss" in logs and math.isfinite(logs[f"{p}loss"])}
-
-    def evaluate(self, model, prepared: Prepared, batch_size: int) -> dict[str, float]:
-        out = super().evaluate(model, prepared, batch_size)
-        out["unigram_perplexity"] = unigram_perplexity(prepared.preprocessing, prepared.test)
-        return out
-
-    def input_example(self, prepared: Prepared) -> Any:
-        return ["2"]
-
-
-def unigram_perplexity(pre: dict[str, Any], split: Split) -> float:
-    """Perplexity of add-one-smoothed training word frequencies on the split's real words."""
-    size = len(pre["vocab"]["words"])
-    counts = np.ones(size)
-    for k, v in pre["unigram_counts"].items():
-        counts[int(k)] += v
-    logp = np.log(counts / counts.sum())
-    targets = split.y[split.y != 0]
-    return float(math.exp(-logp[targets].mean()))
 
 
 class WordLMModel(LoadedModel):
@@ -216,12 +109,18 @@ class WordLMModel(LoadedModel):
         raise ZooError(f"generate: could not draw {n_sentences} sentences of at least "
                        f"{min_length} words in 50 attempts (try a lower min_length)")
 
-    def pyfunc_predict(self, model_input: Any) -> Any:
+    def sample(self, n: int = 1, temperature: float = 1.0, seed: int | None = None,
+               prime: str | None = None, length: int | None = None) -> list[str]:
+        """``n`` sentences (``generate``'s defaults otherwise); a word model takes no prime."""
+        if prime is not None or length is not None:
+            raise ZooError("generate: a word-lm model writes whole sentences: it takes no "
+                           "prime or length (use -n for the number of sentences)")
+        return self.generate(n_sentences=n, temperature=temperature, seed=seed)
+
+    def _pyfunc(self, inputs: list) -> Any:
         """Each input (a number of sentences, as int or string) -> that many sentences."""
-        if hasattr(model_input, "iloc"):
-            model_input = model_input.iloc[:, 0].tolist()
         out = []
-        for i, n in enumerate(model_input):
+        for i, n in enumerate(inputs):
             try:
                 k = int(n)
             except (TypeError, ValueError):
@@ -230,4 +129,88 @@ class WordLMModel(LoadedModel):
         return out
 
 
-WordLMTask.loaded_class = WordLMModel
+@register_task
+class WordLMTask(Task):
+    name = "word-lm"
+    Options = WordLMOptions
+    Data = WordLMData
+    main_metric = "perplexity"
+    greater_is_better = False
+    generates = True
+    loaded_class = WordLMModel
+
+    def prepare(self, fast: bool = False) -> Prepared:
+        from zoo.data.text import WordTokenizer, WordVocab
+
+        d = self.data
+        train_t, val_t, test_t, info = read_corpus(self)
+        tok = WordTokenizer(lowercase=d.lowercase)
+        play = d.path is None
+        sents = [_sentences(t, tok, play) for t in (train_t, val_t, test_t)]
+        where = f"{self.recipe.path}: data.path: {d.path}" if d.path else f"{self.recipe.path}: corpus"
+        for name, s in zip(("training", "validation", "test"), sents):
+            if not s:
+                raise ZooError(f"{where}: the {name} split has no sentences")
+        train_s, val_s, test_s = sents
+        if d.max_sentences is not None:
+            rng = random.Random(self.recipe.train.seed)
+            train_s = rng.sample(train_s, min(d.max_sentences, len(train_s)))
+            val_s = val_s[: max(1, d.max_sentences // 10)]
+            test_s = test_s[: max(1, d.max_sentences // 10)]
+        vocab = WordVocab.build(train_s, d.vocabulary_size, specials=(START, END))
+        if fast:
+            train_s, val_s, test_s = (s[:FAST_SENTENCES] for s in (train_s, val_s, test_s))
+        L = d.max_length
+
+        def split(sentences) -> Split:
+            x = np.zeros((len(sentences), L + 1), np.int32)
+            y = np.zeros((len(sentences), L + 1), np.int32)
+            for i, words in enumerate(sentences):
+                ids = vocab.encode([START, *words[:L], END])
+                x[i, : len(ids) - 1] = ids[:-1]
+                y[i, : len(ids) - 1] = ids[1:]
+            return Split(x, y, (y != 0).astype(np.float32))
+
+        tr, va, te = split(train_s), split(val_s), split(test_s)
+        counts = Counter(int(t) for t in tr.y[tr.y != 0])
+        pre = {"tokenizer": tok.to_json(), "vocab": vocab.to_json(), "max_length": L,
+               "unigram_counts": {str(k): v for k, v in sorted(counts.items())}}
+        info.update(vocabulary=len(vocab), train_sentences=len(tr), val_sentences=len(va),
+                    test_sentences=len(te), train_words=int((tr.y != 0).sum()),
+                    oov_rate=round(float((tr.y == 1).sum() / max(1, (tr.y != 0).sum())), 4))
+        return Prepared(tr, va, te, pre, hash_arrays(tr.x, va.x, te.x), info)
+
+    def build(self, prepared: Prepared, body: list, batch_size: int):
+        vocab_size = len(prepared.preprocessing["vocab"]["words"])
+        return sequence_network(body, name="word_lm", input_name="words", outputs=vocab_size,
+                                head_name="logits", vocab_size=vocab_size,
+                                embedding_dim=self.options.embedding_dim, mask_zero=True)
+
+    def compile_args(self) -> dict[str, Any]:
+        import keras
+
+        return {"loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                "weighted_metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]}
+
+    def derived_metrics(self, logs: dict[str, float]) -> dict[str, float]:
+        return {f"{p}perplexity": math.exp(min(logs[f"{p}loss"], 700.0))
+                for p in ("", "val_") if f"{p}loss" in logs and math.isfinite(logs[f"{p}loss"])}
+
+    def evaluate(self, model, prepared: Prepared, batch_size: int) -> dict[str, float]:
+        out = super().evaluate(model, prepared, batch_size)
+        out["unigram_perplexity"] = unigram_perplexity(prepared.preprocessing, prepared.test)
+        return out
+
+    def input_example(self, prepared: Prepared) -> Any:
+        return ["2"]
+
+
+def unigram_perplexity(pre: dict[str, Any], split: Split) -> float:
+    """Perplexity of add-one-smoothed training word frequencies on the split's real words."""
+    size = len(pre["vocab"]["words"])
+    counts = np.ones(size)
+    for k, v in pre["unigram_counts"].items():
+        counts[int(k)] += v
+    logp = np.log(counts / counts.sum())
+    targets = split.y[split.y != 0]
+    return float(math.exp(-logp[targets].mean()))
