@@ -24,6 +24,13 @@ def _corpus_cache(tmp_path_factory):
     yield
 
 
+@pytest.fixture(autouse=True)
+def _user_config(tmp_path_factory, monkeypatch):
+    """Each test has its own (empty) user config folder: no default store leaks between tests
+    or from the machine's user."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
+
+
 @pytest.fixture
 def store(tmp_path, monkeypatch):
     """A fresh working directory with its own SQLite MLflow store; returns its tracking URI."""

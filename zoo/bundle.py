@@ -93,8 +93,10 @@ def load(path: str | Path, *, name: str | None = None, version: str | None = Non
     """Load a bundle (or an MLflow model folder holding one) as the task's loaded-model object."""
     bundle = Path(path)
     label = f"{name} version {version}" if name else str(bundle)
-    if (bundle / "artifacts" / "zoo_model").is_dir():  # an MLflow model folder
-        bundle = bundle / "artifacts" / "zoo_model"
+    for inner in ("data", "artifacts"):  # an MLflow model folder (loader_module, or older)
+        if (bundle / inner / "zoo_model").is_dir():
+            bundle = bundle / inner / "zoo_model"
+            break
     if not bundle.is_dir():
         raise ZooError(f"{label}: no such model folder")
     verify(bundle, label)

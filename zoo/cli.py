@@ -1,13 +1,19 @@
-"""The `zoo` command.  Listing, --help and validation errors never import TensorFlow."""
+"""The `zoo` command.  Listing, --help and validation errors never import TensorFlow; every
+command that uses the store checks it first (a server that does not answer is one line, in
+seconds); commands that only read never create a store or a folder."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import signal
 import sys
 from pathlib import Path
 
 from zoo.errors import RunFailed, ZooError
+
+MAX_MESSAGE = 600   # characters of an error message shown; the rest is cut
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -18,15 +24,32 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _read_store():
+    """The resolved store, checked for reading: a server that answers, a file that exists."""
+    from zoo import store
+
+    s = store.resolve()
+    store.check(s, write=False)
+    return s
+
+
 def cmd_models(args) -> int:
     from zoo.registry import list_models, model_info
 
     if args.registered:
-        from zoo.tracking import REGISTERED_HEADER, registered_rows, tracking_uri
+        s = _read_store()
+        if not s.exists():
+            print(f"no registered models: there is no store at {s.describe()}")
+            return 0
+        from zoo.tracking import REGISTERED_HEADER, registered_rows
 
-        rows = registered_rows(args.pattern)
+        rows = registered_rows(args.pattern, s)
         if not rows:
-            print(f"no registered models match {args.pattern!r} in {tracking_uri()}")
+            print(f"no registered models match {args.pattern!r} in {s.describe()}")
         else:
             print(_table(rows, REGISTERED_HEADER))
         return 0
@@ -68,26 +91,75 @@ def cmd_recipes(args) -> int:
     return 0
 
 
+def _ui_address(store_uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    if store_uri.startswith(("http://", "https://")):
+        base = store_uri.rstrip("/")
+    else:
+        base = "http://127.0.0.1:5000"
+    page = f"{base}/#/experiments/{experiment_id}"
+    return f"{page}/runs/{run_id}" if run_id else f"{page}?workflowType=machine_learning"
+
+
+def run_summary(result) -> str:
+    """What a finished run tells the user: metrics, store, run and UI address, registration,
+    the champion decision, and the next commands."""
+    lines = [result.summary(), f"store: {result.store}",
+             f"run: {result.run_id} — {_ui_address(result.store, result.experiment_id, result.run_id)}"
+             + ("" if result.store.startswith("http") else " (after `zoo ui`)")]
+    if result.version:
+        verdict = "became champion" if result.promoted else "did not become champion"
+        lines.append(f"model: {result.registered_name} version {result.version} {verdict} "
+                     f"({result.promotion})")
+        name = result.registered_name
+        if result.generates:
+            lines.append(f"next: zoo generate {name}/{result.version}   |   zoo ui")
+        else:
+            example = result.example if len(result.example) < 60 else result.example[:57] + "…"
+            lines.append(f"next: zoo predict {name}/{result.version} {shlex.quote(example)}   |   zoo ui")
+    return "\n".join(lines)
+
+
 def cmd_run(args) -> int:
     from zoo.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.set or [])
     from zoo.engine import run
 
-    result = run(recipe, fast_dev_run=args.fast_dev_run, resume=args.resume,
-                 echo=lambda msg: print(msg, file=sys.stderr))
-    print(result.summary())
+    result = run(recipe, fast_dev_run=args.fast_dev_run, resume=args.resume, echo=_say)
+    print(run_summary(result))
+    return 0
+
+
+def cmd_store(args) -> int:
+    from zoo import store
+
+    if args.action == "use":
+        if not args.uri:
+            raise ZooError("zoo store use: give the store, a URI or a folder (zoo store use URI)")
+        path = store.set_default(args.uri)
+        print(f"default store: {store.normalize(args.uri)} (saved in {path})")
+        return 0
+    s = store.resolve()
+    print(f"store: {s.uri}\nchosen: {s.how}")
+    print(f"default store: {store.default_store() or 'none set'} ({store.config_path()})")
+    if not s.exists():
+        print("(there is no store there yet: the first `zoo run` creates it)")
     return 0
 
 
 def cmd_ui(args) -> int:
-    from zoo.tracking import tracking_uri
-
-    uri = tracking_uri()
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-           "--host", args.host, "--port", str(args.port)]
-    print(f"zoo: MLflow UI on http://{args.host}:{args.port} for {uri}", file=sys.stderr)
-    os.execv(sys.executable, cmd)
+    s = _read_store()
+    if not s.exists():
+        raise ZooError(f"there is no store at {s.describe()} yet: train a model with `zoo run`")
+    if s.uri.startswith(("http://", "https://")):
+        print(f"the store is a tracking server: open {s.uri}/#/experiments in a browser")
+        return 0
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", s.uri,
+           "--host", args.host, "--port", str(args.port), "--workers", "1"]
+    url = f"http://{args.host}:{args.port}/#/experiments?workflowType=machine_learning"
+    _say(f"zoo: MLflow UI for {s.describe()}: open {url}")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+    os.execve(sys.executable, cmd, env)
     return 0  # pragma: no cover
 
 
@@ -95,9 +167,10 @@ def cmd_generate(args) -> int:
     from zoo.loading import load
 
     model = load(args.name)
-    texts = model.sample(n=args.n, temperature=args.temperature, seed=args.seed,
-                         prime=args.prime, length=args.length)
-    print("\n\n".join(texts))
+    for piece in model.stream(n=args.n, temperature=args.temperature, seed=args.seed,
+                              prime=args.prime, length=args.length):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
     return 0
 
 
@@ -121,77 +194,115 @@ def cmd_predict(args) -> int:
     return 0
 
 
+STORE_HELP = ("the MLflow store: a URI (sqlite:///…/mlflow.db, http://host:port) or a folder; "
+              "default: MLFLOW_TRACKING_URI, else your default store (`zoo store`), else ./mlruns")
+
+
 def parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(prog="zoo", description="A Keras 3 model zoo of recurrent "
-                                "networks: train from YAML recipes, track and pick in MLflow.")
+                                "networks: train from YAML recipes, track and pick in MLflow.",
+                                formatter_class=fmt)
     sub = p.add_subparsers(dest="command", required=True)
 
-    m = sub.add_parser("models", help="list model builders (or registered models)")
-    m.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. 'bi-*'")
+    def command(name: str, help: str, fn, store: bool = True):
+        c = sub.add_parser(name, help=help, description=help, formatter_class=fmt)
+        if store:
+            c.add_argument("--store", metavar="URI", default=None, help=STORE_HELP)
+        c.set_defaults(fn=fn)
+        return c
+
+    m = command("models", "list model builders (or, with --registered, trained models)", cmd_models)
+    m.add_argument("pattern", nargs="?", default="*",
+                   help="shell-style wildcard, e.g. 'bi-*'; one builder's name shows its "
+                        "hyperparameters")
     m.add_argument("--registered", action="store_true",
                    help="list registered models with versions, aliases and main metric")
-    m.set_defaults(fn=cmd_models)
 
-    r = sub.add_parser("recipes", help="list the recipes in a folder with their task and model")
-    r.add_argument("folder", nargs="?", default="recipes")
-    r.set_defaults(fn=cmd_recipes)
+    r = command("recipes", "list the recipes in a folder with their task and model", cmd_recipes,
+                store=False)
+    r.add_argument("folder", nargs="?", default="recipes", help="the folder of recipes")
 
-    run = sub.add_parser("run", help="train a recipe, track it in MLflow and register the model")
-    run.add_argument("recipe")
+    run = command("run", "train a recipe, track it in MLflow and register the model", cmd_run)
+    run.add_argument("recipe", help="the recipe file (.yaml)")
     run.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
                      help="override a recipe key, e.g. --set train.epochs=3 (repeatable)")
     run.add_argument("--fast-dev-run", action="store_true",
                      help="a couple of batches through the whole path; never promoted")
     run.add_argument("--resume", metavar="RUN_ID", help="continue a run that died")
-    run.set_defaults(fn=cmd_run)
 
-    ui = sub.add_parser("ui", help="start the MLflow UI on zoo's store")
-    ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", type=int, default=5000)
-    ui.set_defaults(fn=cmd_ui)
+    st = command("store", "show the store zoo uses and how it was chosen, or set your default",
+                 cmd_store, store=False)
+    st.add_argument("action", nargs="?", choices=["show", "use"], default="show",
+                    help="show: the store and how it is chosen; use: make URI your default")
+    st.add_argument("uri", nargs="?", help="with `use`: the store, a URI or a folder")
 
-    g = sub.add_parser("generate", help="generate text from a registered char-rnn/word-lm model")
+    ui = command("ui", "start the MLflow UI on zoo's store (one worker)", cmd_ui)
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    ui.add_argument("--port", type=int, default=5000, help="port to listen on")
+
+    g = command("generate", "generate text from a registered char-rnn or word-lm model",
+                cmd_generate)
     g.add_argument("name", help="NAME, NAME@ALIAS, NAME/VERSION or a local model folder")
-    g.add_argument("--prime", default=None,
-                   help="text to start from (char-rnn; default: a new line)")
+    g.add_argument("--prime", default=None, help="text to start from (char-rnn; default: a new line)")
     g.add_argument("--length", type=int, default=None,
-                   help="characters to generate after the prime (char-rnn; default: 500)")
-    g.add_argument("--temperature", type=float, default=0.8)
-    g.add_argument("--seed", type=int, default=None)
+                   help="characters to generate after the prime (char-rnn; default: 500, "
+                        "at most 1,000,000,000, printed as it is made)")
+    g.add_argument("--temperature", type=float, default=0.8,
+                   help="0 is greedy; higher is more varied")
+    g.add_argument("--seed", type=int, default=None, help="the same seed gives the same text")
     g.add_argument("-n", type=int, default=1, help="number of samples (sentences for word-lm)")
-    g.set_defaults(fn=cmd_generate)
 
-    pr = sub.add_parser("predict", help="classify texts with a registered model")
-    pr.add_argument("name")
+    pr = command("predict", "classify texts with a registered model", cmd_predict)
+    pr.add_argument("name", help="NAME, NAME@ALIAS, NAME/VERSION or a local model folder")
     pr.add_argument("texts", nargs="+", help="texts, or - to read lines from standard input")
-    pr.set_defaults(fn=cmd_predict)
     return p
 
 
 def quiet_runtime() -> None:
     """Keep TensorFlow's and MLflow's start-up chatter out of the user's terminal."""
-    import warnings
+    from zoo.quiet import quiet
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
-    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
+    quiet()
+
+
+def _terminate(signum, frame):  # noqa: ARG001
+    raise KeyboardInterrupt  # a killed run is marked KILLED, like Ctrl-C
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     quiet_runtime()
     try:
+        signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        from zoo import store
+
+        store.use(getattr(args, "store", None))
         return args.fn(args)
     except ZooError as exc:
-        print(f"zoo: error: {exc}", file=sys.stderr)
+        msg = " ".join(str(exc).split())
+        msg = msg if len(msg) <= MAX_MESSAGE else msg[:MAX_MESSAGE - 1] + "…"
+        print(f"zoo: error: {msg}", file=sys.stderr)
         return exc.exit_code
     except RunFailed as exc:
-        print(f"zoo: {exc}", file=sys.stderr)
+        print(f"zoo: {str(exc)[:MAX_MESSAGE]}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("zoo: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `zoo generate … | head`
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+    finally:
+        from zoo import store
+
+        store.use(None)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from zoo.card import model_card
 from zoo.errors import RunFailed, ZooError
 from zoo.recipe import Recipe
 from zoo.tasks import get_task
@@ -32,6 +34,12 @@ class RunResult:
     epochs_run: int
     promoted: bool | None = None
     model_uri: str | None = None   # the logged model (MLflow URI)
+    store: str = ""                # the store's URI
+    promotion: str = ""            # why the champion alias moved or not
+    task: str = ""
+    main_metric: str = ""
+    generates: bool = False
+    example: str = ""              # an input to try the model with
 
     def summary(self) -> str:
         metrics = ", ".join(f"test_{k}={v:.4f}" for k, v in sorted(self.test_metrics.items()))
@@ -242,16 +250,27 @@ def run(recipe: Recipe, *, fast_dev_run: bool = False, resume: str | None = None
     ``on_epoch(epoch, logs)`` is called after each epoch is logged (a sweep reports to its
     scheduler there; it may raise to stop the run); ``parent_run_id`` nests the run under
     another (a sweep's); ``register=False`` evaluates and logs the model without registering."""
-    from zoo import tracking
+    from zoo import store, tracking
 
+    s = store.resolve()
+    store.check(s, write=True)           # before data or TensorFlow: one line, quickly
+    _check_writable(store.checkpoint_root(s), "the checkpoint folder")
+    creates_store = not s.exists()
     task: Task = get_task(recipe.task)(recipe)
     resume_tags = _check_resume(recipe, resume, fast_dev_run) if resume is not None else None
+    echo(f"zoo: preparing the {recipe.task} data")
     prepared = task.prepare(fast=fast_dev_run)
     if resume_tags is not None and resume_tags.get("zoo.data_hash") != prepared.data_hash:
         raise ZooError(f"--resume {resume}: the data differ from the run's (data hash "
                        f"{prepared.data_hash} != {resume_tags.get('zoo.data_hash')})")
+    _steps(task, prepared, recipe, fast_dev_run)   # a batch larger than the data: before any run
     strategy = _setup_runtime(recipe)
-    tracked = tracking.TrackedRun(recipe.experiment, resume=resume, parent_run_id=parent_run_id)
+    tracked = tracking.TrackedRun(recipe.experiment, resume=resume, parent_run_id=parent_run_id,
+                                  s=s)
+    if creates_store and s.how.startswith("./mlruns") and store.default_store() is None:
+        config = store.set_default(s.uri)
+        echo(f"zoo: created the store {s.uri} and made it your default store ({config}); "
+             "`zoo store` shows it, `zoo store use URI` changes it")
     try:
         with tracked:
             model, progress = _restore_or_build(task, prepared, recipe, strategy, tracked,
@@ -260,7 +279,7 @@ def run(recipe: Recipe, *, fast_dev_run: bool = False, resume: str | None = None
                            on_epoch)
             result = _finish(task, prepared, recipe, model, history, tracked, fast_dev_run, echo,
                              register)
-    except (KeyboardInterrupt, ZooError):
+    except (KeyboardInterrupt, SystemExit, ZooError):
         raise
     except Exception as exc:  # the run is already marked FAILED by the context manager
         raise RunFailed(f"run {tracked.run_id} failed: {type(exc).__name__}: {exc}") from exc
@@ -321,9 +340,40 @@ def _restore_or_build(task: Task, prepared: Prepared, recipe: Recipe, strategy, 
     tracked.log_params({**recipe.flat_params(),
                         **{f"data_info.{k}": str(v) for k, v in prepared.info.items()}})
     tracked.log_text(recipe.to_yaml(), "recipe.yaml")
+    tracked.log_datasets({"train": prepared.train, "val": prepared.val, "test": prepared.test},
+                         str(prepared.info.get("source_url") or prepared.info.get("source", "")),
+                         recipe.task, prepared.data_hash)
     with strategy.scope():
         model = build_compiled(task, prepared, recipe)
     return model, progress
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    p = folder
+    while not p.exists() and p.parent != p:
+        p = p.parent
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise ZooError(f"{what} {folder} cannot be created or written ({p} is not writable)")
+
+
+def _steps(task: Task, prepared: Prepared, recipe: Recipe, fast_dev_run: bool):
+    """(steps per epoch, validation steps or None, whether the last partial batch is dropped)."""
+    bs = recipe.train.batch_size
+    drop = task.stateful or recipe.train.distribute != "none"
+    steps = len(prepared.train) // bs if drop else math.ceil(len(prepared.train) / bs)
+    if steps == 0:
+        raise ZooError(f"{recipe.path}: train.batch_size: {bs} is larger than the training set "
+                       f"({len(prepared.train)} examples)")
+    if fast_dev_run:
+        return min(steps, FAST_DEV_STEPS), FAST_DEV_STEPS, drop
+    return steps, None, drop
+
+
+def _verbosity(recipe: Recipe) -> int:
+    """Keras's progress: a bar with rate and ETA on a terminal, one line per epoch otherwise."""
+    if recipe.train.verbose is not None:
+        return recipe.train.verbose
+    return 1 if sys.stdout.isatty() else 2
 
 
 def _fit(task: Task, prepared: Prepared, recipe: Recipe, model, progress: _Progress, tracked,
@@ -331,15 +381,7 @@ def _fit(task: Task, prepared: Prepared, recipe: Recipe, model, progress: _Progr
     """Train the remaining epochs, logging each and checkpointing it; returns the history."""
     bs = recipe.train.batch_size
     epochs = 1 if fast_dev_run else recipe.train.epochs
-    drop = task.stateful or recipe.train.distribute != "none"
-    steps = len(prepared.train) // bs if drop else math.ceil(len(prepared.train) / bs)
-    if steps == 0:
-        raise ZooError(f"{recipe.path}: train.batch_size: {bs} is larger than the training set "
-                       f"({len(prepared.train)} examples)")
-    val_steps = None
-    if fast_dev_run:
-        steps = min(steps, FAST_DEV_STEPS)
-        val_steps = FAST_DEV_STEPS
+    steps, val_steps, drop = _steps(task, prepared, recipe, fast_dev_run)
     history = progress.history
     callbacks, _ = _callbacks(task, prepared, recipe, tracked, progress.ckpt, history,
                               progress.early_stopping, save_checkpoints=not fast_dev_run,
@@ -349,7 +391,7 @@ def _fit(task: Task, prepared: Prepared, recipe: Recipe, model, progress: _Progr
                                  epochs, task.shuffle, drop)
         model.fit(train_ds, epochs=epochs, initial_epoch=progress.first_epoch,
                   steps_per_epoch=steps, validation_data=eval_dataset(prepared.val, bs, drop),
-                  validation_steps=val_steps, callbacks=callbacks, verbose=recipe.train.verbose)
+                  validation_steps=val_steps, callbacks=callbacks, verbose=_verbosity(recipe))
     if any(not math.isfinite(v) for v in history.get("loss", [])):
         raise RuntimeError("training loss became NaN or infinite (TerminateOnNaN stopped it)")
     return history
@@ -365,8 +407,12 @@ def _finish(task: Task, prepared: Prepared, recipe: Recipe, model, history, trac
         reset_states(model)
     if fast_dev_run:
         prepared = replace(prepared, test=prepared.test.head(FAST_DEV_STEPS * bs))
+    echo("zoo: evaluating on the test split")
     test_metrics = task.evaluate(model, prepared, bs)
+    baseline = task.baseline(prepared)
+    test_metrics.update({f"baseline_{k}": v for k, v in baseline.items()})
     tracked.log_metrics({f"test_{k}": v for k, v in test_metrics.items()})
+    echo("zoo: logging plots and the model")
     tags = tracking.run_tags(recipe, prepared.data_hash, fast_dev_run)
     name = recipe.registered_name
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -381,18 +427,52 @@ def _finish(task: Task, prepared: Prepared, recipe: Recipe, model, history, trac
         model_uri = tracked.log_model(saved, task.input_example(prepared))
     tracked.set_tags({"zoo.version_tags": json.dumps(version_tags)})
     version, promoted = None, None
+    example = (task.input_example(prepared) or [""])[0]
+    examples = _examples(task, model, prepared, recipe)
     if register:
+        echo(f"zoo: registering {name}")
         version = tracking.register(model_uri, name, version_tags)
         decision = tracked.promote(name, version, metric=f"test_{task.main_metric}",
                                    greater_is_better=task.greater_is_better,
-                                   policy=recipe.track.promote, fast_dev_run=fast_dev_run)
+                                   policy=recipe.track.promote, fast_dev_run=fast_dev_run,
+                                   baseline=test_metrics.get(f"baseline_{task.main_metric}"))
         promoted = decision["promoted"]
         echo(f"zoo: {'promoted to champion' if promoted else 'not promoted'}: "
              f"{decision['reason']}")
+    card = model_card(name=name, version=version, task=recipe.task,
+                      main_metric=task.main_metric, greater_is_better=task.greater_is_better,
+                      data_info=prepared.info, data_hash=prepared.data_hash,
+                      model=recipe.resolved()["model"], metrics=test_metrics, examples=examples,
+                      generates=task.generates, recipe_path=recipe.path)
+    tracked.describe(card)
+    if version is not None:
+        tracking.describe_version(name, version, card)
     shutil.rmtree(tracking.checkpoint_dir(tracked.run_id), ignore_errors=True)
     epochs_run = len(next(iter(history.values()), []))
     return RunResult(tracked.run_id, tracked.experiment_id, test_metrics, name, version,
-                     epochs_run, promoted, model_uri)
+                     epochs_run, promoted, model_uri, tracked.store.uri,
+                     decision["reason"] if register else "", recipe.task,
+                     f"test_{task.main_metric}", task.generates, example)
+
+
+def _examples(task: Task, model, prepared: Prepared, recipe: Recipe) -> list[str]:
+    """What the trained model makes of a few inputs (or generates), for its model card."""
+    loaded = task.loaded_class(model, prepared.preprocessing, recipe.resolved())
+    try:
+        if task.generates:
+            return loaded.sample(n=2, temperature=0.8, seed=recipe.train.seed)
+        inputs = list(task.input_example(prepared) or [])[:3]
+        preds = loaded.predict(inputs)
+    except ZooError as exc:
+        return [f"(no example: {exc})"]
+    shown = []
+    for inp, pred in zip(inputs, preds):
+        if isinstance(pred, dict) and "label" in pred:
+            pred = f"{pred['label']} ({max(pred['probabilities'].values()):.2f})"
+        elif isinstance(pred, list):
+            pred = " ".join(map(str, pred))
+        shown.append(f"{inp} -> {pred}")
+    return shown
 
 
 def _loss_curve(history: dict[str, list[float]], outdir: Path) -> Path:

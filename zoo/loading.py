@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from zoo import bundle, tracking
+from zoo import store as stores
 from zoo.errors import ZooError
 
 _SPEC = re.compile(r"^(?P<name>[A-Za-z0-9_.\-]+?)(?:@(?P<alias>[A-Za-z0-9_\-]+)|/(?P<version>\d+))?$")
@@ -54,8 +55,9 @@ def _write_refs(cache: Path, refs: dict[str, str]) -> None:
     tmp.replace(cache / REFS)
 
 
-def load(spec: str):
-    """Load ``name`` (champion, else newest), ``name@alias``, ``name/version`` or a path."""
+def load(spec: str, store: str | None = None):
+    """Load ``name`` (champion, else newest), ``name@alias``, ``name/version`` or a path, from
+    ``store`` (a URI or folder) or else the store chosen as :mod:`zoo.store` describes."""
     if not isinstance(spec, str) or not spec:
         raise ZooError(f"zoo.load: expected a model name or path, got {spec!r}")
     local = Path(spec).expanduser()
@@ -65,42 +67,51 @@ def load(spec: str):
     if not m:
         raise ZooError(f"zoo.load: {spec!r} is not NAME, NAME@ALIAS, NAME/VERSION or a path")
     name, alias, version = m["name"], m["alias"], m["version"]
-    uri = tracking.tracking_uri()
+    s = stores.resolve(store)
+    uri = s.uri
     cache = model_cache_root() / _store_key(uri) / name
     ref = _ref(alias, version)
+    if not s.exists():
+        raise ZooError(f"model {name!r} is not registered: there is no store at {s.describe()}; "
+                       "train it with `zoo run`, or choose the store that has it with --store, "
+                       "MLFLOW_TRACKING_URI or `zoo store use`")
     try:
+        stores.check(s, write=False)
         with tracking.quick_failing_http():
-            found = tracking.resolve_version(name, alias, version)
-    except ZooError:
-        raise
+            found = tracking.resolve_version(name, alias, version, s)
+    except ZooError as exc:
+        if "cannot be reached" not in str(exc):
+            raise
+        return _offline(cache, name, ref, spec, s, exc)
     except Exception as exc:
-        return _offline(cache, name, ref, spec, uri, exc)
+        return _offline(cache, name, ref, spec, s, exc)
     resolved = found["version"]
     digest = found["tags"].get("zoo.bundle_digest")
     key = f"v{resolved}-{found['run_id']}" + (f"-{digest[:16]}" if digest else "")
     target = cache / key / tracking.BUNDLE_PATH
     label = f"{name} version {resolved}"
     if not (target / bundle.MANIFEST).exists():
-        _fetch(name, resolved, target, label, digest)
+        _fetch(name, resolved, target, label, digest, s)
     refs = _read_refs(cache)
     refs.update({ref: key, _ref(None, resolved): key})
     _write_refs(cache, refs)
     return bundle.load(target, name=name, version=resolved)
 
 
-def _offline(cache: Path, name: str, ref: str, spec: str, uri: str, exc: Exception):
+def _offline(cache: Path, name: str, ref: str, spec: str, s, exc: Exception):
     key = _read_refs(cache).get(ref)
     target = cache / key / tracking.BUNDLE_PATH if key else None
     if target is None or not (target / bundle.MANIFEST).exists():
-        raise ZooError(f"zoo.load({spec!r}): the tracking store {uri} cannot be reached "
-                       f"({type(exc).__name__}) and no cached copy is known") from None
+        why = str(exc) if isinstance(exc, ZooError) else type(exc).__name__
+        raise ZooError(f"zoo.load({spec!r}): the tracking store {s.describe()} cannot be "
+                       f"reached ({why[:300]}) and no cached copy is known") from None
     version = key.split("-")[0][1:]
-    print(f"zoo: tracking store {uri} unreachable; loading the cached copy of {name} version "
+    print(f"zoo: tracking store {s.uri} unreachable; loading the cached copy of {name} version "
           f"{version} verified when it was last loaded", file=sys.stderr)
     return bundle.load(target, name=name, version=version)
 
 
-def _fetch(name: str, version: str, target: Path, label: str, digest: str | None) -> None:
+def _fetch(name: str, version: str, target: Path, label: str, digest: str | None, s) -> None:
     """Download a version's bundle into ``target`` atomically, verifying it (and its digest
     against the one recorded at registration) before it is put in place."""
     try:
@@ -111,7 +122,7 @@ def _fetch(name: str, version: str, target: Path, label: str, digest: str | None
                        f"({exc.strerror}); set ZOO_MODEL_CACHE to a writable folder") from None
     try:
         try:
-            got = tracking.download_bundle(name, version, tmp)
+            got = tracking.download_bundle(name, version, tmp, s)
         except Exception as exc:
             raise ZooError(f"{label}: artifacts could not be downloaded: {type(exc).__name__}: "
                            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,37 +25,43 @@ SECTIONS = ("extends", "task", "data", "model", "train", "track", "sweep")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# Documented upper bounds: far above any useful value, low enough that a typo is caught.
+MAX_EPOCHS = 100_000
+MAX_BATCH = 1 << 20
+NAME_RULE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,255}$"   # what zoo.load and MLflow both accept
 
 
 class Optimizer(_Strict):
     name: Literal["adam", "adamw", "rmsprop", "sgd", "adagrad"] = "adam"
-    learning_rate: float = Field(1e-3, gt=0)
+    learning_rate: float = Field(1e-3, gt=0, le=10)
     clipnorm: float | None = Field(None, gt=0)
     clipvalue: float | None = Field(None, gt=0)
 
 
 class EarlyStopping(_Strict):
     monitor: str = "val_loss"
-    patience: int = Field(3, ge=0)
+    patience: int = Field(3, ge=0, le=MAX_EPOCHS)
     min_delta: float = Field(0.0, ge=0)
     restore_best_weights: bool = True
 
 
 class Train(_Strict):
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(10, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH)
     optimizer: Optimizer = Optimizer()
     early_stopping: EarlyStopping | None = None
-    seed: int = Field(1, ge=0)
+    seed: int = Field(1, ge=0, le=2**31 - 1)
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
     distribute: Literal["none", "mirrored"] = "none"
-    verbose: int = Field(1, ge=0, le=2)
+    verbose: int | None = Field(None, ge=0, le=2)   # None: a bar on a terminal, else a line an epoch
 
 
 class Track(_Strict):
-    experiment: str | None = None
-    registered_name: str | None = None
+    experiment: str | None = Field(None, min_length=1, max_length=250, pattern=r"^[^\n\r\t]+$")
+    registered_name: str | None = Field(None, pattern=NAME_RULE)
     promote: Literal["if-better", "always", "never"] = "if-better"
 
 
@@ -269,9 +276,16 @@ def _format_error(path: Path, section: str, exc: ValidationError, known: list[st
         return ZooError(f"{path}: {loc}: unknown key{did_you_mean(key, known)}")
     if err["type"] == "missing":
         return ZooError(f"{path}: {loc}: required key is missing")
+    got = repr(err.get("input"))
+    got = got if len(got) <= 80 else got[:77] + "..."
+    if err["type"] == "string_pattern_mismatch":
+        if err["loc"][-1] == "registered_name":
+            return ZooError(f"{path}: {loc}: a registered name is letters, digits, '_', '.' and "
+                            f"'-', starting with a letter or digit (got {got})")
+        return ZooError(f"{path}: {loc}: must be one line of text (got {got})")
     msg = err["msg"]
     msg = msg[0].lower() + msg[1:]
-    return ZooError(f"{path}: {loc}: {msg} (got {err.get('input')!r})")
+    return ZooError(f"{path}: {loc}: {msg} (got {got})")
 
 
 def _validate(model_cls: type[BaseModel], values: Any, path: Path, section: str) -> BaseModel:
@@ -339,4 +353,27 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         track=_validate(Track, data.get("track"), path, "track"),
     )
     task_cls.check(recipe)
+    _check_size(recipe, model_info(model_name).layer)
     return recipe
+
+
+def _check_size(recipe: Recipe, layer: str) -> None:
+    """Refuse a model whose weights and optimizer state alone would not fit in this machine's
+    memory (an estimate from units and layers; the message gives the figures)."""
+    hp = recipe.hparams
+    units, layers = hp.get("units"), hp.get("layers", 1)
+    if not isinstance(units, int) or not isinstance(layers, int):
+        return
+    gates = 4 if "LSTM" in layer else 3 if "GRU" in layer else 1
+    directions = 2 if layer.startswith("Bidirectional") else 1
+    width = max(units, int(getattr(recipe.task_options, "embedding_dim", units) or units))
+    weights = layers * directions * gates * (width + units + 2) * units
+    need = weights * 4 * 4   # float32 weights, gradients and two Adam moments
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > 0.8 * total:
+        raise ZooError(f"{recipe.path}: model.units: {units} units x {layers} layer(s) is about "
+                       f"{weights / 1e9:.1f} billion weights, {need / 2**30:.0f} GiB to train, "
+                       f"more than this machine's {total / 2**30:.0f} GiB of memory")

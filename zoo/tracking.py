@@ -7,48 +7,76 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import io
 import math
 import os
+import socket
 import subprocess
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from zoo import store
 from zoo.errors import ZooError
 
-DEFAULT_DIR = "mlruns"
 CHAMPION = "champion"
 BUNDLE_PATH = "zoo_model"    # the bundle's folder inside the logged MLflow model's data
+EXPERIMENT_KIND = "custom_model_development"   # the MLflow UI opens such experiments on runs
+
+_ready: set[str] = set()     # stores created/migrated (under the lock) by this process
 
 
 # ------------------------------------------------------------------------------- the store
 
 
 def tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` when set, else the SQLite store ``mlruns/mlflow.db`` in the cwd."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    return f"sqlite:///{Path.cwd() / DEFAULT_DIR / 'mlflow.db'}"
+    """The URI of the store zoo uses now (see :mod:`zoo.store` for how it is chosen)."""
+    return store.resolve().uri
 
 
-def _mlflow():
-    """The mlflow module, pointed at zoo's store, its loggers quiet."""
+def _mlflow(s: store.Store | None = None, *, create: bool = False):
+    """The mlflow module, pointed at the store ``s`` (default: the resolved one), its loggers
+    and progress bars quiet.  A store that does not exist yet is created only when ``create``;
+    creating and migrating a local store happens under the store's lock, once per process."""
     import logging
 
+    s = s or store.resolve()
+    if not create and not s.exists():
+        raise ZooError(f"there is no store at {s.describe()}; train a model with `zoo run`, or "
+                       "choose the store that has it with --store, MLFLOW_TRACKING_URI or "
+                       "`zoo store use`")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
 
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    uri = tracking_uri()
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
+    mlflow.set_tracking_uri(s.uri)
+    if create and s.uri not in _ready and s.sqlite_path is not None:
+        with store.lock(s):
+            c = mlflow.MlflowClient()
+            _retrying(lambda: c.search_experiments(max_results=1))
+            _retrying(lambda: c.search_registered_models(max_results=1))
+        _ready.add(s.uri)
     return mlflow
 
 
-def client():
-    return _mlflow().MlflowClient()
+def client(s: store.Store | None = None):
+    return _mlflow(s).MlflowClient()
+
+
+def _retrying(fn, *, seconds: float = 120.0):
+    """``fn()``, retried with backoff while SQLite says the database is locked."""
+    delay, waited = 0.05, 0.0
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if "database is locked" not in str(exc) or waited >= seconds:
+                raise
+            time.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 2.0)
 
 
 @contextlib.contextmanager
@@ -69,8 +97,57 @@ def quick_failing_http() -> Iterator[None]:
 
 
 def checkpoint_dir(run_id: str) -> Path:
-    """Where a run's resumable checkpoint lives (local, beside the default store)."""
-    return Path.cwd() / DEFAULT_DIR / "checkpoints" / run_id
+    """Where a run's resumable checkpoint lives (beside a local store)."""
+    return store.checkpoint_root(store.resolve()) / run_id
+
+
+# ----------------------------------------------------------------- runs whose process died
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (clock ticks since boot), None if there is none."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return "?"
+        return "?"
+
+
+def _owner_tags() -> dict[str, str]:
+    pid = os.getpid()
+    return {"zoo.host": socket.gethostname(), "zoo.pid": str(pid),
+            "zoo.pid_start": _process_start(pid) or "?"}
+
+
+def reap_dead_runs(c) -> list[str]:
+    """Mark KILLED every RUNNING run started on this host whose process is gone (it can still
+    be resumed if it has a checkpoint).  Returns their ids."""
+    host = socket.gethostname().replace("'", "")
+    try:
+        exps = [e.experiment_id for e in c.search_experiments()]
+        runs = c.search_runs(exps, filter_string=f"attributes.status = 'RUNNING' and "
+                             f"tags.`zoo.host` = '{host}'", max_results=1000) if exps else []
+    except Exception:  # reaping is housekeeping: never the reason a command fails
+        return []
+    dead = []
+    for r in runs:
+        tags = r.data.tags
+        try:
+            pid = int(tags.get("zoo.pid", ""))
+        except ValueError:
+            continue
+        started = _process_start(pid)
+        if started is None or (started != "?" and tags.get("zoo.pid_start") not in (started, "?")):
+            c.set_terminated(r.info.run_id, "KILLED")
+            c.set_tag(r.info.run_id, "zoo.killed", "its process was gone when zoo next used the store")
+            dead.append(r.info.run_id)
+    return dead
 
 
 def git_commit() -> str | None:
@@ -106,8 +183,10 @@ def run_tags(recipe, data_hash: str, fast_dev_run: bool) -> dict[str, str]:
 
 def find_run(run_id: str) -> dict[str, Any]:
     """A run's status and tags (for --resume checks); ZooError if the store has no such run."""
+    c = client()
+    reap_dead_runs(c)
     try:
-        run = client().get_run(run_id)
+        run = c.get_run(run_id)
     except Exception:
         raise ZooError(f"--resume {run_id}: no such run in {tracking_uri()}") from None
     return {"status": run.info.status, "tags": dict(run.data.tags)}
@@ -120,44 +199,90 @@ class TrackedRun:
     FAILED, an interrupt KILLED."""
 
     def __init__(self, experiment: str, resume: str | None = None,
-                 parent_run_id: str | None = None) -> None:
-        self._mlflow = _mlflow()
+                 parent_run_id: str | None = None, s: store.Store | None = None) -> None:
+        self.store = s or store.resolve()
+        self._mlflow = _mlflow(self.store, create=True)
+        self.client = self._mlflow.MlflowClient()
+        reap_dead_runs(self.client)
         if resume is None:
-            self._mlflow.set_experiment(experiment)
-            self._active = self._mlflow.start_run(parent_run_id=parent_run_id,
-                                                  nested=parent_run_id is not None)
+            exp_id = self._experiment(experiment)
+            self._active = _retrying(lambda: self._mlflow.start_run(
+                experiment_id=exp_id, parent_run_id=parent_run_id,
+                nested=parent_run_id is not None, tags=_owner_tags()))
         else:
-            self._active = self._mlflow.start_run(run_id=resume)
+            self._active = _retrying(lambda: self._mlflow.start_run(run_id=resume))
+            self.set_tags(_owner_tags())
         self.run_id: str = self._active.info.run_id
         self.experiment_id: str = self._active.info.experiment_id
-        self.client = self._mlflow.MlflowClient()
+
+    def _experiment(self, name: str) -> str:
+        """The experiment's id, created (as a model-training experiment) under the store's lock
+        when it does not exist yet."""
+        with store.lock(self.store):
+            exp = _retrying(lambda: self.client.get_experiment_by_name(name))
+            if exp is None:
+                exp_id = _retrying(lambda: self.client.create_experiment(
+                    name, tags={"mlflow.experimentKind": EXPERIMENT_KIND}))
+            else:
+                exp_id = exp.experiment_id
+                if exp.tags.get("mlflow.experimentKind") is None:
+                    self.client.set_experiment_tag(exp_id, "mlflow.experimentKind", EXPERIMENT_KIND)
+        return exp_id
 
     def __enter__(self) -> "TrackedRun":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         status = "FINISHED" if exc_type is None else \
-            "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
-        self._mlflow.end_run(status)
+            "KILLED" if issubclass(exc_type, (KeyboardInterrupt, SystemExit)) else "FAILED"
+        _retrying(lambda: self._mlflow.end_run(status))
 
     # ----- logging ---------------------------------------------------------------------------
     def set_tags(self, tags: dict[str, str]) -> None:
-        self._mlflow.set_tags(tags)
+        _retrying(lambda: self._mlflow.set_tags(tags))
 
     def log_params(self, params: dict[str, str]) -> None:
         # MLflow caps a param value at 6000 characters and a batch at 100 params.
         items = [(k, v[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
-            self._mlflow.log_params(dict(items[i:i + 100]))
+            _retrying(lambda: self._mlflow.log_params(dict(items[i:i + 100])))
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self._mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=step)
+        finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
+        _retrying(lambda: self._mlflow.log_metrics(finite, step=step))
 
     def log_text(self, text: str, path: str) -> None:
-        self._mlflow.log_text(text, path)
+        _retrying(lambda: self._mlflow.log_text(text, path))
 
     def log_artifact(self, path: Path, folder: str) -> None:
-        self._mlflow.log_artifact(str(path), folder)
+        _retrying(lambda: self._mlflow.log_artifact(str(path), folder))
+
+    def log_datasets(self, splits: dict[str, Any], source: str, name: str, digest: str) -> None:
+        """Each split as an MLflow dataset input of the run (context train / val / test): the
+        run page's Datasets panel then names the corpus, its split sizes and digest."""
+        from mlflow.data.http_dataset_source import HTTPDatasetSource
+        from mlflow.data.numpy_dataset import from_numpy
+
+        for context, split in splits.items():
+            if source.startswith(("http://", "https://")):
+                src: Any = HTTPDatasetSource(url=source)
+            elif os.path.exists(source):
+                src = source
+            else:
+                from mlflow.data.code_dataset_source import CodeDatasetSource
+
+                src = CodeDatasetSource(tags={"zoo.source": source})
+            import warnings
+
+            with warnings.catch_warnings():  # a local path matches two equal source kinds
+                warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways.*")
+                ds = from_numpy(split.x, source=src, targets=split.y, name=f"{name}-{context}",
+                                digest=f"{digest}-{context}"[:36])
+            _retrying(lambda: self._mlflow.log_input(ds, context=context))
+
+    def describe(self, markdown: str) -> None:
+        """The run's description (its model card), shown on the run page."""
+        self.set_tags({"mlflow.note.content": markdown})
 
     # ----- the model ---------------------------------------------------------------------------
     def log_model(self, bundle: Path, input_example: Any) -> str:
@@ -176,23 +301,33 @@ class TrackedRun:
         return info.model_uri
 
     def promote(self, name: str, version: str, *, metric: str, greater_is_better: bool,
-                policy: str, fast_dev_run: bool) -> dict[str, Any]:
+                policy: str, fast_dev_run: bool, baseline: float | None = None) -> dict[str, Any]:
         """Apply ``track.promote`` to a new version (see :func:`promote`) and record the
         decision on the run."""
-        decision = promote(self.client, name, version, metric=metric,
-                           greater_is_better=greater_is_better, policy=policy,
-                           fast_dev_run=fast_dev_run)
+        with store.lock(self.store):
+            decision = _retrying(lambda: promote(
+                self.client, name, version, metric=metric, greater_is_better=greater_is_better,
+                policy=policy, fast_dev_run=fast_dev_run, baseline=baseline))
         self.set_tags({f"zoo.promotion.{k}": "" if v is None else str(v) for k, v in decision.items()})
         return decision
 
 
+def describe_version(name: str, version: str, markdown: str) -> None:
+    """The registered version's description (its model card), shown in the MLflow UI."""
+    c = client()
+    _retrying(lambda: c.update_model_version(name, version, description=markdown))
+
+
 def register(model_uri: str, name: str, tags: dict[str, str]) -> str:
-    """Register a logged model under ``name`` with ``tags`` on the new version; its number."""
-    mlflow = _mlflow()
-    mv = mlflow.register_model(model_uri, name)
+    """Register a logged model under ``name`` with ``tags`` on the new version; its number.
+    Under the store's lock, so concurrent runs get distinct versions."""
+    s = store.resolve()
+    mlflow = _mlflow(s)
     c = mlflow.MlflowClient()
-    for key, value in tags.items():
-        c.set_model_version_tag(name, str(mv.version), key, value)
+    with store.lock(s), contextlib.redirect_stderr(io.StringIO()):  # MLflow's "Successfully …"
+        mv = _retrying(lambda: mlflow.register_model(model_uri, name))
+        for key, value in tags.items():
+            _retrying(lambda: c.set_model_version_tag(name, str(mv.version), key, value))
     return str(mv.version)
 
 
@@ -207,8 +342,9 @@ def _version_metric(mv, metric: str) -> float | None:
 
 
 def promote(client, name: str, version: str, *, metric: str, greater_is_better: bool,
-            policy: str, fast_dev_run: bool) -> dict[str, Any]:
-    """Move the champion alias to a new version when the policy says so.  Every move is
+            policy: str, fast_dev_run: bool, baseline: float | None = None) -> dict[str, Any]:
+    """Move the champion alias to a new version when the policy says so, and never to a
+    version that does not beat the task's trivial ``baseline`` on ``metric``.  Every move is
     recorded on the new version (which version it replaced, and when).  Returns the decision,
     with the metric and both values, for the run's log."""
     from mlflow.exceptions import MlflowException
@@ -223,8 +359,13 @@ def promote(client, name: str, version: str, *, metric: str, greater_is_better: 
     decision: dict[str, Any] = {"policy": policy, "metric": metric, "new_value": new_value,
                                 "champion_version": str(current.version) if current else None,
                                 "champion_value": old_value}
+    beats = None if baseline is None or new_value is None else (
+        new_value > baseline if greater_is_better else new_value < baseline)
     if fast_dev_run:
         promoted, why = False, "fast dev runs are never promoted"
+    elif beats is False:
+        promoted, why = False, (f"{metric} {new_value:.6g} does not beat the trivial baseline "
+                                f"{baseline:.6g}")
     elif policy == "never":
         promoted, why = False, "track.promote is 'never'"
     elif policy == "always" or current is None:
@@ -257,10 +398,11 @@ def promote(client, name: str, version: str, *, metric: str, greater_is_better: 
 REGISTERED_HEADER = ["registered model", "versions", "latest", "aliases", "main metric", "task"]
 
 
-def registered_rows(pattern: str = "*") -> list[list[str]]:
+def registered_rows(pattern: str = "*", s: store.Store | None = None) -> list[list[str]]:
     """Registered models matching ``pattern``: name, versions, latest, aliases, the champion's
     (else the latest's) main metric, task; one row each."""
-    c = client()
+    c = client(s)
+    reap_dead_runs(c)
     rows = []
     for rm in sorted(c.search_registered_models(), key=lambda m: m.name):
         if not fnmatch.fnmatchcase(rm.name, pattern):
@@ -278,13 +420,16 @@ def registered_rows(pattern: str = "*") -> list[list[str]]:
     return rows
 
 
-def resolve_version(name: str, alias: str | None, version: str | None) -> dict[str, Any]:
+def resolve_version(name: str, alias: str | None, version: str | None,
+                    s: store.Store | None = None) -> dict[str, Any]:
     """The model version a spec names (a version, an alias, else the champion, else the
     newest): ``{"version", "run_id", "tags"}``.  A name, alias or version the store does not
-    have is a ZooError; a store that cannot be asked raises what MLflow raised."""
+    have is a ZooError naming the store, how it was chosen and what it holds; a store that
+    cannot be asked raises what MLflow raised."""
     from mlflow.exceptions import MlflowException
 
-    c = client()
+    s = s or store.resolve()
+    c = client(s)
     not_found = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
     try:
         if version is not None:
@@ -306,15 +451,19 @@ def resolve_version(name: str, alias: str | None, version: str | None) -> dict[s
             raise  # the store could not be asked: not a statement about the model
         what = (f"version {version}" if version else f"alias {alias!r}" if alias
                 else "registered version")
-        raise ZooError(f"model {name!r} has no {what} in the store {c.tracking_uri} "
-                       f"(see `zoo models --registered`)") from None
+        names = sorted(m.name for m in c.search_registered_models())
+        held = f"registered there: {', '.join(names[:20])}" + (" …" if len(names) > 20 else "") \
+            if names else "it holds no registered models"
+        raise ZooError(f"model {name!r} has no {what} in the store {s.uri} ({s.how}); {held}; "
+                       "choose another store with --store, MLFLOW_TRACKING_URI or "
+                       "`zoo store use`") from None
     return {"version": str(mv.version), "run_id": mv.run_id, "tags": dict(mv.tags or {})}
 
 
-def download_bundle(name: str, version: str, dst: Path) -> Path:
+def download_bundle(name: str, version: str, dst: Path, s: store.Store | None = None) -> Path:
     """Fetch a version's bundle folder into ``dst``; returns its local path.  Models logged
     before zoo used ``loader_module`` keep their bundle under ``artifacts/``."""
-    mlflow = _mlflow()
+    mlflow = _mlflow(s)
     last: Exception | None = None
     for sub in (f"data/{BUNDLE_PATH}", f"artifacts/{BUNDLE_PATH}"):
         try:

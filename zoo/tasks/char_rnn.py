@@ -16,25 +16,27 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from zoo.errors import ZooError
 from zoo.tasks import register_task
-from zoo.tasks.base import (LoadedModel, Prepared, Split, Task, hash_arrays, read_corpus,
+from zoo.tasks.base import (LoadedModel, Prepared, Settings, Split, Task, hash_arrays, read_corpus,
                             resolve_data_path, sequence_network)
 
 # In --fast-dev-run, each split is cut to this many windows (a couple of batches).
 FAST_WINDOWS = 4
+# Generation: at most this many characters per text; streamed in pieces of STREAM_CHUNK.
+MAX_LENGTH = 1_000_000_000
+STREAM_CHUNK = 20_000
 # What the MLflow pyfunc model generates for each prime it is given.
 PYFUNC_LENGTH = 200
 PYFUNC_TEMPERATURE = 0.8
 
 
-class CharRNNData(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CharRNNData(Settings):
     path: str | None = None          # a text file; None: Shakespeare's plays
     encoding: str = "utf-8"
     seq_len: int = Field(100, ge=1)  # characters per training window
@@ -44,8 +46,7 @@ class CharRNNData(BaseModel):
     split_seed: int = Field(0, ge=0)  # which plays are held out (default corpus)
 
 
-class CharRNNOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CharRNNOptions(Settings):
     embedding_dim: int = Field(64, ge=1)
     sample_prime: str = Field("\n", min_length=1)
     sample_temperature: float = Field(0.8, ge=0)
@@ -110,6 +111,34 @@ class CharRNNModel(LoadedModel):
         length = 500 if length is None else length
         check_generate_args(self.vocab, prime, length, temperature, n, seed)
         return sample_text(self._get_sampler(), self.vocab, prime, length, temperature, seed, n)
+
+    def stream(self, n: int = 1, temperature: float = 0.8, seed: int | None = None,
+               prime: str | None = None, length: int | None = None) -> Iterator[str]:
+        """Like :meth:`sample`, in pieces of at most STREAM_CHUNK characters: memory stays
+        constant for any length.  Texts up to STREAM_CHUNK characters are exactly those of
+        :meth:`sample`; a longer text continues each piece from the last ``seq_len``
+        characters before it (the window the model was trained on), seeded per piece."""
+        prime = "\n" if prime is None else prime
+        length = 500 if length is None else length
+        check_generate_args(self.vocab, prime, length, temperature, n, seed)
+        if length <= STREAM_CHUNK:
+            for text in self.sample(n, temperature, seed, prime, length):
+                yield text + "\n\n"
+            return
+        base = random.SystemRandom().randrange(2**40) if seed is None else int(seed)
+        window = int(self.preprocessing.get("seq_len", 100))
+        for i in range(n):
+            yield prime
+            context, left, piece = prime, length, 0
+            while left > 0:
+                k = min(left, STREAM_CHUNK)
+                out = sample_text(self._get_sampler(), self.vocab, context, k, temperature,
+                                  base + 7919 * i + piece, 1)[0][len(context):]
+                yield out
+                context = (context + out)[-window:]
+                left -= k
+                piece += 1
+            yield "\n\n"
 
     def _pyfunc(self, inputs: list) -> Any:
         """Primes -> one generated text each (prime + 200 characters at temperature 0.8)."""
@@ -210,6 +239,10 @@ class CharRNNTask(Task):
                 f"seed {self.recipe.train.seed}, prime {o.sample_prime!r}\n\n")
         return {"sample.txt": head + text}
 
+    def baseline(self, prepared: Prepared) -> dict[str, float]:
+        """Every character of the vocabulary equally likely: log2(vocabulary size) bits."""
+        return {"bpc": math.log2(len(_vocab_from(prepared.preprocessing)))}
+
     def input_example(self, prepared: Prepared) -> Any:
         return [self.options.sample_prime]
 
@@ -235,8 +268,10 @@ def check_generate_args(vocab, prime: Any, length: Any, temperature: Any, n: Any
     if missing:
         raise ZooError(f"generate: prime has characters the model never saw in training: "
                        f"{_show(missing)}")
-    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
-        raise ZooError(f"generate: length must be a whole number >= 0, got {length!r}")
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0 \
+            or length > MAX_LENGTH:
+        raise ZooError(f"generate: length must be a whole number from 0 to {MAX_LENGTH:,}, "
+                       f"got {length!r}")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.floating)) \
             or not math.isfinite(temperature) or temperature < 0:
         raise ZooError(f"generate: temperature must be a number >= 0 (0 is greedy), "

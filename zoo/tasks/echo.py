@@ -13,16 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from zoo.errors import ZooError
 from zoo.tasks import register_task
-from zoo.tasks.base import (LoadedModel, Prepared, Split, Task, hash_arrays, reset_states,
-                            sequence_network)
+from zoo.tasks.base import (LoadedModel, Prepared, Settings, Split, Task, hash_arrays,
+                            majority_accuracy, reset_states, sequence_network)
 
 
-class EchoData(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class EchoData(Settings):
     total_series_length: int = Field(50000, ge=2)
     eval_series_length: int = Field(10000, ge=2)
     truncated_backprop_length: int = Field(15, ge=1)
@@ -144,6 +143,10 @@ class EchoTask(Task):
 
     def compile_args(self) -> dict[str, Any]:
         return {"loss": "sparse_categorical_crossentropy", "weighted_metrics": ["accuracy"]}
+
+    def baseline(self, prepared: Prepared) -> dict[str, float]:
+        """Always the most frequent class of the training series."""
+        return {"accuracy": majority_accuracy(prepared.train, prepared.test)}
 
     def input_example(self, prepared: Prepared) -> Any:
         row = prepared.test.x[0, :, 0].astype(int)

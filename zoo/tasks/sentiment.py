@@ -15,18 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from zoo.errors import ZooError
 from zoo.tasks import register_task
-from zoo.tasks.base import (LoadedModel, Prepared, Split, Task, as_list, hash_arrays,
-                            sequence_network)
+from zoo.tasks.base import (LoadedModel, Prepared, Settings, Split, Task, as_list, hash_arrays,
+                            majority_accuracy, package_url, sequence_network)
 
 FAST_EXAMPLES = 64
 
 
-class SentimentData(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SentimentData(Settings):
     path: str | None = None            # None: the Rotten Tomatoes sentences
     format: str = Field("auto", pattern="^(auto|csv|tsv|folders|files)$")
     encoding: str = "utf-8"
@@ -39,8 +38,7 @@ class SentimentData(BaseModel):
     max_length: int = Field(60, ge=1)  # tokens kept per text
 
 
-class SentimentOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SentimentOptions(Settings):
     embedding_dim: int = Field(64, ge=1)
 
 
@@ -105,7 +103,9 @@ class SentimentTask(Task):
 
         d = self.data
         if d.path is None:
-            return sentiment.load_rotten_tomatoes(), {"source": "rotten-tomatoes (vaderSentiment 3.3.2)"}
+            return sentiment.load_rotten_tomatoes(), {
+                "source": "rotten-tomatoes (vaderSentiment 3.3.2)",
+                "source_url": package_url(sentiment.PACKAGE)}
         p = self.resolve_path(d.path, "data.path")
         ex = sentiment.load_labelled(p, d.format, encoding=d.encoding,
                                      text_column=d.text_column, label_column=d.label_column)
@@ -174,6 +174,10 @@ class SentimentTask(Task):
             out[f"precision_{label}"] = float(p[i])
             out[f"recall_{label}"] = float(r[i])
         return out
+
+    def baseline(self, prepared: Prepared) -> dict[str, float]:
+        """Always the most frequent label of the training split."""
+        return {"accuracy": majority_accuracy(prepared.train, prepared.test)}
 
     def plots(self, model, prepared: Prepared, outdir: Path) -> list[Path]:
         import matplotlib

@@ -17,11 +17,11 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from zoo.errors import ZooError
 from zoo.tasks import register_task
-from zoo.tasks.base import (LoadedModel, Prepared, Split, Task, hash_arrays, read_corpus,
+from zoo.tasks.base import (LoadedModel, Prepared, Settings, Split, Task, hash_arrays, read_corpus,
                             sequence_network)
 
 START, END = "<s>", "</s>"
@@ -30,8 +30,7 @@ FAST_SENTENCES = 64
 _SPEAKER_LINE = re.compile(r"(?:\A|(?<=\n\n))[^\n]{1,60}:\n")
 
 
-class WordLMData(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class WordLMData(Settings):
     path: str | None = None               # None: Shakespeare's plays
     encoding: str = "utf-8"
     val_fraction: float = Field(0.05, gt=0, lt=1)
@@ -42,8 +41,7 @@ class WordLMData(BaseModel):
     max_sentences: int | None = Field(None, ge=1)  # cap on training sentences
 
 
-class WordLMOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class WordLMOptions(Settings):
     embedding_dim: int = Field(64, ge=1)
 
 
@@ -200,6 +198,10 @@ class WordLMTask(Task):
         out = super().evaluate(model, prepared, batch_size)
         out["unigram_perplexity"] = unigram_perplexity(prepared.preprocessing, prepared.test)
         return out
+
+    def baseline(self, prepared: Prepared) -> dict[str, float]:
+        """The add-one-smoothed unigram model of the training words."""
+        return {"perplexity": unigram_perplexity(prepared.preprocessing, prepared.test)}
 
     def input_example(self, prepared: Prepared) -> Any:
         return ["2"]
