@@ -128,8 +128,10 @@ def test_equals_simple_rnn(mode, path):
 
 
 def test_batch_parts():
-    assert zoo_layers._batch_bounds(50) == [(0, 25), (25, 50)]
-    assert zoo_layers._batch_bounds(4) == [(0, 4)]  # too small to split
+    from zoo import fast_rnn
+
+    assert fast_rnn._bounds(50, 2, 8) == [(0, 25), (25, 50)]
+    assert fast_rnn._bounds(4, 2, 8) == [(0, 4)]  # too small to split
 
 
 def test_dynamic_batch_size(path):

@@ -10,13 +10,11 @@ from zoo.registry import register_model
 
 
 def _layer_class(kind: str):
-    import keras
+    """zoo's layer for a kind: the Keras layer of that name with zoo's CPU fast path (same
+    arguments, weights and results), or zoo's TanhRNN."""
+    from zoo import layers
 
-    if kind == "TanhRNN":
-        from zoo.layers import TanhRNN
-
-        return TanhRNN
-    return getattr(keras.layers, kind)
+    return getattr(layers, kind)
 
 
 def _stack(kind: str, *, bidirectional: bool, layers: int, units: int, return_sequences: bool,
