@@ -201,7 +201,6 @@ class TanhRNN(_FastLoop, keras.layers.RNN):
                          go_backwards=go_backwards, stateful=stateful, unroll=unroll,
                          zero_output_for_mask=zero_output_for_mask,
                          activity_regularizer=activity_regularizer, **kwargs)
-        self.input_spec = [keras.layers.InputSpec(ndim=3)]
 
     def _check_rank(self, shape):
         shape = tuple(shape) if shape is not None else None
@@ -224,6 +223,21 @@ class TanhRNN(_FastLoop, keras.layers.RNN):
         self._check_rank(sequences.shape)
         return super().call(sequences, mask=mask, training=training,
                             initial_state=initial_state)
+
+    def reset_state(self, states=None):
+        """Sets the state of a stateful layer to zeros, or to ``states`` when given (a tensor
+        or a one-element list, (batch, units))."""
+        if self.states is None or states is None:
+            return super().reset_state()
+        if not isinstance(states, (list, tuple)):
+            states = [states]
+        if len(states) != 1:
+            raise ValueError(f"TanhRNN has one state; reset_state got {len(states)} values")
+        value = ops.convert_to_tensor(states[0], dtype=self.states[0].dtype)
+        if tuple(value.shape) != tuple(self.states[0].shape):
+            raise ValueError(f"TanhRNN state has shape {tuple(self.states[0].shape)}, "
+                             f"reset_state got shape {tuple(value.shape)}")
+        self.states[0].assign(value)
 
     def load_own_variables(self, store):
         """Reads files saved by zoo's earlier TanhRNN (a plain layer whose weights sat on the
