@@ -83,60 +83,58 @@ def _carry(m, new, old):
 
 
 def _lstm_forward(xs, states0, U, rb, masks):
+    """Keras LSTM (gates i, f, c, o).  The candidate's columns of the projections arrive
+    doubled (see ``_lstm_scale``), so one sigmoid over all four gates gives the candidate too:
+    tanh(a) = 2 sigmoid(2a) - 1."""
     h, c = states0
-    hs, cs_prev, acts, tcs = [], [], [], []
+    hs, saved = [], []
     for t, xp in enumerate(xs):
-        z = xp + tf.matmul(h, U)
-        zi, zf, zg, zo = tf.split(z, 4, axis=1)
-        i, f, o = tf.sigmoid(zi), tf.sigmoid(zf), tf.sigmoid(zo)
-        g = tf.tanh(zg)
+        s = tf.sigmoid(xp + tf.matmul(h, U))
+        i, f, s_g, o = tf.split(s, 4, axis=1)
+        g = 2.0 * s_g - 1.0
         c_new = f * c + i * g
         tc = tf.tanh(c_new)
         h_new = o * tc
-        cs_prev.append(c)
-        acts.append((i, f, g, o))
-        tcs.append(tc)
+        saved.append((s, i, f, g, o, c, tc))
         m = None if masks is None else masks[t]
         h, c = _carry(m, h_new, h), _carry(m, c_new, c)
         hs.append(h)
-    return hs, [h, c], (states0, hs, cs_prev, acts, tcs, masks)
+    return hs, [h, c], (states0, hs, saved, masks)
+
+
+def _lstm_scale(units, dtype):
+    """Column scale of the LSTM projections: 2 on the candidate's columns, else 1."""
+    one = tf.ones([units], dtype)
+    return tf.concat([one, one, 2.0 * one, one], 0)
 
 
 def _lstm_backward(saved, d_hs, d_finals, U_t):
-    (h0, c0), hs, cs_prev, acts, tcs, masks = saved
+    (h0, c0), hs, per_step, masks = saved
     steps = len(hs)
-    # Everything that does not depend on the recursion, for all steps at once.
-    i, f, g, o = (tf.stack([a[k] for a in acts], axis=0) for k in range(4))
-    tc = tf.stack(tcs, axis=0)
-    c_prev = tf.stack(cs_prev, axis=0)
-    a = o * (1.0 - tc * tc)                    # d c_new / d h_new
-    gate_slopes = tf.concat([g * i * (1.0 - i), c_prev * f * (1.0 - f),
-                             i * (1.0 - g * g), tc * o * (1.0 - o)], axis=2)
-    if masks is not None:
-        m = tf.cast(tf.stack(masks, axis=0), a.dtype)    # (b, T, 1)
-        gate_slopes = gate_slopes * m
-        keep_c = f * m
-        pass_through = 1.0 - m
-        pass_steps = tf.unstack(pass_through, num=steps, axis=0)
-    else:
-        keep_c = f
-    a_steps = tf.unstack(a, num=steps, axis=0)
-    slope_steps = tf.unstack(gate_slopes, num=steps, axis=0)
-    keep_steps = tf.unstack(keep_c, num=steps, axis=0)
-
     g_h, g_c = d_finals
     dzs = [None] * steps
     for t in reversed(range(steps)):
+        s, i, f, g, o, c_prev, tc = per_step[t]
+        # Off the sequential path (they depend on the forward pass only):
+        a = o * (1.0 - tc * tc)                       # d h_new / d c_new
+        slopes = (s - s * s) * tf.concat([g, c_prev, 4.0 * i, tc], axis=1)
+        keep_c = f
+        if masks is not None:
+            m = tf.cast(masks[t], s.dtype)
+            slopes = slopes * m
+            keep_c = f * m
+        # The sequential path:
         if d_hs is not None:
             g_h = g_h + d_hs[t]
-        dc = g_c + g_h * a_steps[t]
-        dz = tf.concat([dc, dc, dc, g_h], axis=1) * slope_steps[t]
+        dc = g_c + g_h * a
+        dz = tf.concat([dc, dc, dc, g_h], axis=1) * slopes
         dzs[t] = dz
         dh_prev = tf.matmul(dz, U_t)
-        dc_prev = dc * keep_steps[t]
+        dc_prev = dc * keep_c
         if masks is not None:
-            dh_prev = dh_prev + pass_steps[t] * g_h
-            dc_prev = dc_prev + pass_steps[t] * g_c
+            pass_through = 1.0 - m
+            dh_prev = dh_prev + pass_through * g_h
+            dc_prev = dc_prev + pass_through * g_c
         g_h, g_c = dh_prev, dc_prev
     d_z = tf.stack(dzs, axis=0)
     h_prev = tf.stack([h0] + hs[:-1], axis=0)
@@ -315,13 +313,20 @@ def _recurrence(kind, x, kernel, bias, U, states0, mask, return_sequences, rb_sp
         b = rest.pop(0) if has_bias else None
         m = rest.pop(0) if has_mask else None
         b_in, rb = split_bias(b)
-        xp = _project(x, kernel, b_in)
+        U_fwd = U
+        if kind == "lstm":
+            scale = _lstm_scale(U.shape[0], U.dtype)
+            kernel_fwd, U_fwd = kernel * scale, U * scale
+            b_in = None if b_in is None else b_in * scale
+        else:
+            kernel_fwd = kernel
+        xp = _project(x, kernel_fwd, b_in)
         parts = []
         for xp_p, m_p, *st_p in zip(_rows(xp, bounds, 1), _rows(m, bounds, 1),
                                     *[_rows(s, bounds) for s in st0]):
             xs = tf.unstack(xp_p, num=steps, axis=0)
             masks = None if m_p is None else tf.unstack(m_p, num=steps, axis=0)
-            parts.append(forward(xs, st_p, U, rb, masks))
+            parts.append(forward(xs, st_p, U_fwd, rb, masks))
         finals = [_join([p[1][k] for p in parts]) for k in range(n_states)]
         outs = list(finals)
         if return_sequences:

@@ -34,7 +34,7 @@ _UNROLL_MAX_STEPS = 200
 
 # The fast path may split the batch into this many independent parts (of at least
 # _MIN_PART_ROWS rows each), whose recurrences a multi-core CPU then runs side by side.
-_BATCH_PARTS = 1
+_BATCH_PARTS = 2
 _MIN_PART_ROWS = 8
 
 # False sends every call through Keras's loop (autodiff through the cell): the tests compare.
