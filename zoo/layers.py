@@ -43,15 +43,8 @@ _HANDWRITTEN_GRADIENT = True
 # Kept for callers that set it; the fast path computes the weight gradients in one block.
 _GRAD_BLOCK = 10
 
-_TANH = {activations.tanh}
-_SIGMOID = {activations.sigmoid}
-try:  # the same functions under other names
-    import tensorflow as _tf  # noqa: F401
-
-    _TANH |= {ops.tanh}
-    _SIGMOID |= {ops.sigmoid}
-except ImportError:  # pragma: no cover
-    pass
+_TANH = {activations.tanh, ops.tanh}
+_SIGMOID = {activations.sigmoid, ops.sigmoid}
 
 
 def _gpu_visible() -> bool:
