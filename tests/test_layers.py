@@ -604,3 +604,18 @@ def test_tanh_rnn_runs_on_the_jax_backend():
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert '"ok": true' in result.stdout
+
+
+def test_models_saved_by_the_earlier_tanh_rnn_load_and_predict_the_same():
+    """tests/data/tanh_rnn_before_cell.keras was saved by zoo's TanhRNN before it became a cell
+    + keras.layers.RNN (weights on the layer itself, plain and in Bidirectional); it loads
+    with safe_mode and predicts what it predicted then."""
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data"
+    expected = np.load(data / "tanh_rnn_before_cell.npz")
+    model = keras.saving.load_model(data / "tanh_rnn_before_cell.keras", safe_mode=True)
+    assert type(model.get_layer("tanh")) is TanhRNN
+    assert type(model.get_layer("bi").forward_layer) is TanhRNN
+    np.testing.assert_allclose(model.predict(expected["tokens"], verbose=0),
+                               expected["predictions"], atol=ATOL, rtol=0)
