@@ -93,9 +93,12 @@ def keras_worker(builder, units, window, batch, steps, seed):
     return epoch
 
 
-def torch_worker(builder, units, window, batch, steps, seed):
+def torch_worker(builder, units, window, batch, steps, seed, threads=0):
     import torch
     from torch import nn
+
+    if threads:
+        torch.set_num_threads(threads)
 
     torch.manual_seed(seed)
     layer_cls = getattr(nn, TORCH_LAYER[builder])
@@ -125,7 +128,7 @@ def torch_worker(builder, units, window, batch, steps, seed):
             loss = loss_fn(model(xb).reshape(-1, VOCAB), yb.reshape(-1))
             loss.backward()
             optimizer.step()
-        float(loss)
+        float(loss.detach())
         return x.numel() / (time.perf_counter() - start)
 
     return epoch
@@ -133,8 +136,11 @@ def torch_worker(builder, units, window, batch, steps, seed):
 
 def worker_main(args) -> None:
     units, window, batch = SIZES[args.size]
-    make = keras_worker if args.worker == "zoo" else torch_worker
-    epoch = make(args.builder, units, window, batch, args.steps, args.seed)
+    if args.worker == "zoo":
+        epoch = keras_worker(args.builder, units, window, batch, args.steps, args.seed)
+    else:
+        epoch = torch_worker(args.builder, units, window, batch, args.steps, args.seed,
+                             args.torch_threads)
     epoch()  # warm-up: tracing and the first epoch are not timed
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
@@ -149,9 +155,10 @@ def worker_main(args) -> None:
 
 
 class Worker:
-    def __init__(self, side, builder, size, steps, seed):
+    def __init__(self, side, builder, size, steps, seed, torch_threads=0):
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--builder", builder,
-               "--size", size, "--steps", str(steps), "--seed", str(seed)]
+               "--size", size, "--steps", str(steps), "--seed", str(seed),
+               "--torch-threads", str(torch_threads)]
         self.side = side
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True)
@@ -182,11 +189,11 @@ class Worker:
         return rss
 
 
-def compare(builder, size, steps, rounds, seed):
+def compare(builder, size, steps, rounds, seed, torch_threads=0):
     # One worker at a time starts (and warms up), so their set-up does not overlap timing.
     workers = {}
     for side in ("zoo", "torch"):
-        workers[side] = Worker(side, builder, size, steps, seed)
+        workers[side] = Worker(side, builder, size, steps, seed, torch_threads)
         workers[side].ready()
     speeds = {"zoo": [], "torch": []}
     order = ["zoo", "torch"]
@@ -207,6 +214,8 @@ def main(argv=None) -> None:
     parser.add_argument("--large-steps", type=int, default=4,
                         help="training steps per timed epoch (large size)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--torch-threads", type=int, default=0,
+                        help="PyTorch's intra-op threads (default: PyTorch's own choice)")
     # internal: run one side
     parser.add_argument("--worker", choices=["zoo", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--builder", help=argparse.SUPPRESS)
@@ -227,7 +236,8 @@ def main(argv=None) -> None:
         import torch
     except ImportError:
         sys.exit("bench_vs_torch needs PyTorch: pip install torch==2.13.0 (the bench extra)")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+    threads = args.torch_threads or torch.get_num_threads()
+    print(f"torch {torch.__version__}, {threads} threads; "
           f"{os.cpu_count()} CPUs", flush=True)
 
     rows = []
@@ -235,14 +245,16 @@ def main(argv=None) -> None:
         units, window, batch = SIZES[size]
         steps = args.steps if size == "small" else args.large_steps
         for builder in builders:
-            speeds, rss = compare(builder, size, steps, args.rounds, args.seed)
+            speeds, rss = compare(builder, size, steps, args.rounds, args.seed,
+                                  args.torch_threads)
             best = {side: max(v) for side, v in speeds.items()}
             med = {side: statistics.median(v) for side, v in speeds.items()}
             ratio = best["zoo"] / best["torch"]
             torch_name = f"nn.{TORCH_LAYER[builder]}"
             print(f"[{size}] {builder:>10}: zoo " + ", ".join(f"{s:.0f}" for s in speeds["zoo"])
-                  + f" | {torch_name} " + ", ".join(f"{s:.0f}" for s in speeds["torch"]),
-                  flush=True)
+                  + f" | {torch_name} " + ", ".join(f"{s:.0f}" for s in speeds["torch"])
+                  + f" -> ratio {ratio:.2f}; peak RSS zoo {rss['zoo']:.0f} MiB, "
+                  f"torch {rss['torch']:.0f} MiB", flush=True)
             rows.append((size, builder, torch_name, best, med, ratio, rss, units, window, batch))
 
     print()
