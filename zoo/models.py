@@ -60,10 +60,9 @@ def _stack(kind: str, hp: dict, return_sequences: bool, stateful: bool,
     """``layers`` recurrent layers of class ``kind``; every one but the last returns sequences."""
     import keras
 
-    if kind == "TanhRNN":
-        from zoo.layers import TanhRNN as cls
-    else:
-        cls = getattr(keras.layers, kind)
+    import zoo.layers
+
+    cls = getattr(zoo.layers, kind)   # zoo's layers: Keras's own, with a CPU fast path
     hp = dict(hp)
     units, layers = hp.pop("units"), hp.pop("layers")
     body = []

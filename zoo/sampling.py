@@ -4,7 +4,7 @@ A model of the form ``Embedding -> recurrent layers -> Dense`` (logits) runs one
 inside a ``tf.function``: a ``tf.while_loop`` feeds the prime through the cells (warming the
 state), then a second one draws each next id from the head's logits and feeds it back,
 carrying every layer's state from step to step.  The trained layers themselves are called (the
-cells of Keras ``LSTM``/``GRU``/``SimpleRNN``, the weights of zoo's ``TanhRNN``), so a sampler
+cells of every ``keras.layers.RNN``: LSTM, GRU, SimpleRNN, zoo's TanhRNN), so a sampler
 always uses the model's current weights, and nothing re-runs the model over a growing window.
 
 The generation loop runs in chunks of ``CHUNK`` steps, each chunk a rolled loop compiled with
@@ -49,8 +49,6 @@ class Sampler:
     def __init__(self, model, banned: tuple[int, ...] = (), xla: bool | None = None) -> None:
         import keras
 
-        from zoo.layers import TanhRNN
-
         layers = [l for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
         if len(layers) < 3 or not isinstance(layers[0], keras.layers.Embedding) \
                 or not isinstance(layers[-1], keras.layers.Dense):
@@ -68,9 +66,7 @@ class Sampler:
             if getattr(layer, "go_backwards", False):
                 raise ZooError(f"layer {layer.name!r} runs backwards (go_backwards=True), so it "
                                "cannot generate left to right")
-            if isinstance(layer, TanhRNN):
-                self.steps.append(_TanhStep(layer))
-            elif isinstance(layer, keras.layers.RNN) and hasattr(layer, "cell"):
+            if isinstance(layer, keras.layers.RNN) and hasattr(layer, "cell"):
                 self.steps.append(_CellStep(layer))
             else:
                 raise ZooError(f"layer {layer.name!r} ({type(layer).__name__}) has no step "
@@ -85,14 +81,28 @@ class Sampler:
         self._fns: dict[tuple[bool, bool], object] = {}
 
     # ----------------------------------------------------------------------- one step
-    def _step(self, ids, states):
+    def _table(self):
+        """The first layer's input projection of every id (vocab, gates), when its cell has a
+        fused step: one row is then gathered per step instead of an embedding lookup and a
+        matrix product.  None otherwise."""
+        import keras
+
+        first = self.steps[0]
+        if first.kind is None or type(self.embedding).call is not keras.layers.Embedding.call \
+                or getattr(self.embedding, "lora_enabled", False):
+            return None
+        return first.project(self.embedding.embeddings)
+
+    def _step(self, ids, states, table=None):
         """ids (n,) -> logits (n, vocab) float32 and the new states."""
         import tensorflow as tf
 
-        x = self.embedding(ids)
         new_states = []
-        for s, st in zip(self.steps, states):
-            x, st = s(x, st)
+        for k, (s, st) in enumerate(zip(self.steps, states)):
+            if k == 0 and table is not None:
+                x, st = s.recur(tf.gather(table, ids), st)
+            else:
+                x, st = s(self.embedding(ids) if k == 0 else x, st)
             new_states.append(st)
         return tf.cast(self.head(x), tf.float32), new_states
 
@@ -106,11 +116,13 @@ class Sampler:
         mask = tf.constant(self._mask)
 
         @tf.function(jit_compile=xla, autograph=False)
-        def chunk(last, states, temperature, seed, start):
+        def chunk(last, states, temperature, seed, start, table):
             """CHUNK generation steps from ``last`` and ``states``; returns ids (CHUNK, n)."""
 
+            fused = None if table.shape.rank == 1 else table
+
             def gen(k, last, states, out):
-                logits, states = self._step(last, states)
+                logits, states = self._step(last, states, fused)
                 logits = logits + mask
                 if greedy:
                     nxt = tf.argmax(logits, axis=-1, output_type=tf.int32)
@@ -132,9 +144,10 @@ class Sampler:
             n = tf.shape(prime)[0]
             p = tf.shape(prime)[1]
             states = [s.zero_state(n) for s in self.steps]
+            table = self._table()
 
             def warm(t, states):  # feed the prime (all but its last id) through
-                _, states = self._step(prime[:, t], states)
+                _, states = self._step(prime[:, t], states, table)
                 return t + 1, states
 
             _, states = tf.while_loop(lambda t, _: t < p - 1, warm, (tf.constant(0), states))
@@ -143,7 +156,8 @@ class Sampler:
             out = tf.TensorArray(tf.int32, size=chunks, element_shape=tf.TensorShape([CHUNK, None]))
 
             def outer(j, last, states, out):
-                last, states, ids = chunk(last, states, temperature, seed, j * CHUNK)
+                last, states, ids = chunk(last, states, temperature, seed, j * CHUNK,
+                                          table if table is not None else tf.zeros([0]))
                 return j + 1, last, states, out.write(j, ids)
 
             _, _, _, out = tf.while_loop(lambda j, *_: j < chunks, outer,
@@ -176,44 +190,78 @@ class Sampler:
 
 
 class _CellStep:
-    """One step of a Keras RNN layer (LSTM, GRU, SimpleRNN, ...): the layer's own cell."""
+    """One step of a Keras RNN layer.  LSTM, GRU (reset_after) and SimpleRNN-like cells
+    (zoo's TanhRNN included) run a fused step over the cell's own weights and activations:
+    the input projection ``x . kernel + bias`` (which the first layer takes from a table of
+    every id) and one recurrent matrix product; other cells are called as they are."""
 
     def __init__(self, layer) -> None:
+        import keras
+
         self.layer = layer
-        self.cell = layer.cell
-        size = self.cell.state_size
+        self.cell = cell = layer.cell
+        size = cell.state_size
         self.sizes = list(size) if isinstance(size, (list, tuple)) else [size]
+        self.kind = None
+        if isinstance(cell, keras.layers.LSTMCell):
+            self.kind = "lstm"
+        elif isinstance(cell, keras.layers.GRUCell) and cell.reset_after:
+            self.kind = "gru"
+        elif isinstance(cell, keras.layers.SimpleRNNCell):
+            self.kind = "simple"
 
     def zero_state(self, n):
         import tensorflow as tf
 
         return [tf.zeros(tf.stack([n, s]), self.cell.compute_dtype) for s in self.sizes]
 
+    def _weight(self, w):
+        import tensorflow as tf
+
+        return tf.cast(w, self.cell.compute_dtype)
+
+    def project(self, x):
+        """``x . kernel`` plus the input bias (GRU: its first row)."""
+        import tensorflow as tf
+
+        cell = self.cell
+        xp = tf.matmul(tf.cast(x, cell.compute_dtype), self._weight(cell.kernel))
+        if cell.use_bias:
+            bias = self._weight(cell.bias)
+            xp = xp + (bias[0] if self.kind == "gru" else bias)
+        return xp
+
+    def recur(self, xp, states):
+        """The step from the input projection ``xp``: (output, new states)."""
+        import tensorflow as tf
+
+        cell = self.cell
+        h = states[0]
+        inner = tf.matmul(h, self._weight(cell.recurrent_kernel))
+        if self.kind == "lstm":
+            i, f, c, o = tf.split(xp + inner, 4, axis=-1)
+            act, rec = cell.activation, cell.recurrent_activation
+            c = rec(f) * states[1] + rec(i) * act(c)
+            h = rec(o) * act(c)
+            return h, [h, c]
+        if self.kind == "gru":
+            if cell.use_bias:
+                inner = inner + self._weight(cell.bias)[1]
+            x_z, x_r, x_h = tf.split(xp, 3, axis=-1)
+            r_z, r_r, r_h = tf.split(inner, 3, axis=-1)
+            z = cell.recurrent_activation(x_z + r_z)
+            r = cell.recurrent_activation(x_r + r_r)
+            hh = cell.activation(x_h + r * r_h)
+            h = z * h + (1.0 - z) * hh
+            return h, [h]
+        h = xp + inner
+        if cell.activation is not None:
+            h = cell.activation(h)
+        return h, [h]
+
     def __call__(self, x, states):
+        if self.kind is not None:
+            return self.recur(self.project(x), states)
         out, new = self.cell(x, list(states), training=False)
         new = list(new) if isinstance(new, (list, tuple)) else [new]
         return out, new
-
-
-class _TanhStep:
-    """One step of zoo's TanhRNN: h = activation(x . kernel + bias + h . recurrent_kernel)."""
-
-    def __init__(self, layer) -> None:
-        self.layer = layer
-
-    def zero_state(self, n):
-        import tensorflow as tf
-
-        return [tf.zeros(tf.stack([n, self.layer.units]), self.layer.compute_dtype)]
-
-    def __call__(self, x, states):
-        import tensorflow as tf
-
-        layer = self.layer
-        dtype = layer.compute_dtype
-        z = tf.matmul(tf.cast(x, dtype), tf.cast(layer.kernel, dtype))
-        if layer.bias is not None:
-            z = z + tf.cast(layer.bias, dtype)
-        z = z + tf.matmul(states[0], tf.cast(layer.recurrent_kernel, dtype))
-        h = layer.activation(z) if layer.activation is not None else z
-        return h, [h]

@@ -1,0 +1,273 @@
+"""Training speed of zoo's builders against PyTorch's recurrent layers on the same CPU.
+
+The same character model is trained on each side: Embedding(65, 64) -> 2 recurrent layers ->
+Dense(65) logits, cross-entropy on every step, Adam, synthetic random tokens.  zoo's side is
+the model the char-rnn task builds (``zoo.tasks.char_rnn.char_network`` around
+``zoo.build_model(builder, layers=2, units=U, return_sequences=True)``) trained with
+``Model.fit``; PyTorch's side is ``nn.Embedding -> nn.LSTM / nn.GRU / nn.RNN (tanh) ->
+nn.Linear`` with a plain training loop.  Pairs:
+
+    lstm -> nn.LSTM    gru -> nn.GRU    simple-rnn -> nn.RNN    tanh-rnn -> nn.RNN
+
+Two sizes: "small" (2 x 128 units, windows of 50, batches of 50) and "large" (2 x 512 units,
+windows of 100, batches of 64).  Each side runs in its own worker process (so each one's peak
+resident memory, ``ru_maxrss``, is its own); after a warm-up epoch, timed epochs of ``--steps``
+training steps alternate between the two workers, ``--rounds`` each, in one run.  The best
+epoch of each side gives the figures (the medians are printed too); the ratio is zoo / PyTorch.
+
+    python bench/bench_vs_torch.py [--sizes small,large] [--builders lstm,gru,...]
+                                   [--rounds 5] [--steps 20] [--large-steps 4]
+
+PyTorch is a bench-only dependency (the ``bench`` extra: ``torch==2.13.0``, CPU wheel).
+Targets on a 2-core CPU: lstm, gru and simple-rnn >= 1.0 at both sizes; tanh-rnn >= 1.3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+VOCAB = 65
+EMBED = 64
+LAYERS = 2
+SIZES = {  # name: (units, window, batch)
+    "small": (128, 50, 50),
+    "large": (512, 100, 64),
+}
+TORCH_LAYER = {"lstm": "LSTM", "gru": "GRU", "simple-rnn": "RNN", "tanh-rnn": "RNN"}
+
+
+def _data(steps, window, batch, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, VOCAB, size=(steps * batch, window + 1), dtype=np.int64)
+    return tokens[:, :-1], tokens[:, 1:]
+
+
+def _maxrss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+# ------------------------------------------------------------------------------ workers
+
+
+def keras_worker(builder, units, window, batch, steps, seed):
+    """Returns a function that runs one timed epoch and returns chars/s."""
+    import keras
+    import numpy as np
+
+    import zoo
+    from zoo.tasks.char_rnn import char_network
+
+    keras.utils.set_random_seed(seed)
+    body = zoo.build_model(builder, layers=LAYERS, units=units, return_sequences=True)
+    model = char_network(body, VOCAB, EMBED)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = _data(steps, window, batch, seed)
+    x, y = x.astype(np.int32), y.astype(np.int32)
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds = time.perf_counter() - self.start
+
+    def epoch():
+        timer = EpochTimer()
+        model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0,
+                  callbacks=[timer])
+        return x.size / timer.seconds
+
+    return epoch
+
+
+def torch_worker(builder, units, window, batch, steps, seed, threads=0):
+    import torch
+    from torch import nn
+
+    if threads:
+        torch.set_num_threads(threads)
+
+    torch.manual_seed(seed)
+    layer_cls = getattr(nn, TORCH_LAYER[builder])
+    kwargs = {"nonlinearity": "tanh"} if layer_cls is nn.RNN else {}
+
+    class CharModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(VOCAB, EMBED)
+            self.rnn = layer_cls(EMBED, units, num_layers=LAYERS, batch_first=True, **kwargs)
+            self.head = nn.Linear(units, VOCAB)
+
+        def forward(self, ids):
+            return self.head(self.rnn(self.embedding(ids))[0])
+
+    model = CharModel()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    x, y = _data(steps, window, batch, seed)
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+
+    def epoch():
+        start = time.perf_counter()
+        for i in range(steps):
+            xb, yb = x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch]
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xb).reshape(-1, VOCAB), yb.reshape(-1))
+            loss.backward()
+            optimizer.step()
+        float(loss.detach())
+        return x.numel() / (time.perf_counter() - start)
+
+    return epoch
+
+
+def worker_main(args) -> None:
+    units, window, batch = SIZES[args.size]
+    if args.worker == "zoo":
+        epoch = keras_worker(args.builder, units, window, batch, args.steps, args.seed)
+    else:
+        epoch = torch_worker(args.builder, units, window, batch, args.steps, args.seed,
+                             args.torch_threads)
+    epoch()  # warm-up: tracing and the first epoch are not timed
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "epoch":
+            print(json.dumps({"chars_per_s": epoch()}), flush=True)
+        else:
+            break
+    print(json.dumps({"maxrss_mib": _maxrss_mib()}), flush=True)
+
+
+# ------------------------------------------------------------------------------ the run
+
+
+class Worker:
+    def __init__(self, side, builder, size, steps, seed, torch_threads=0):
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--builder", builder,
+               "--size", size, "--steps", str(steps), "--seed", str(seed),
+               "--torch-threads", str(torch_threads)]
+        self.side = side
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
+
+    def _reply(self):
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{self.side} worker ended early "
+                                   f"(exit status {self.proc.wait()})")
+            line = line.strip()
+            if line.startswith("{"):
+                return json.loads(line)
+
+    def ready(self):
+        return self._reply()
+
+    def epoch(self) -> float:
+        self.proc.stdin.write("epoch\n")
+        self.proc.stdin.flush()
+        return self._reply()["chars_per_s"]
+
+    def finish(self) -> float:
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.flush()
+        rss = self._reply()["maxrss_mib"]
+        self.proc.wait()
+        return rss
+
+
+def compare(builder, size, steps, rounds, seed, torch_threads=0):
+    # One worker at a time starts (and warms up), so their set-up does not overlap timing.
+    workers = {}
+    for side in ("zoo", "torch"):
+        workers[side] = Worker(side, builder, size, steps, seed, torch_threads)
+        workers[side].ready()
+    speeds = {"zoo": [], "torch": []}
+    order = ["zoo", "torch"]
+    for r in range(rounds):
+        for side in (order if r % 2 == 0 else order[::-1]):
+            speeds[side].append(workers[side].epoch())
+    rss = {side: w.finish() for side, w in workers.items()}
+    return speeds, rss
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="small,large")
+    parser.add_argument("--builders", default="lstm,gru,simple-rnn,tanh-rnn")
+    parser.add_argument("--rounds", type=int, default=5, help="timed epochs per side")
+    parser.add_argument("--steps", type=int, default=20, help="training steps per timed epoch "
+                        "(small size)")
+    parser.add_argument("--large-steps", type=int, default=4,
+                        help="training steps per timed epoch (large size)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--torch-threads", type=int, default=0,
+                        help="PyTorch's intra-op threads (default: PyTorch's own choice)")
+    # internal: run one side
+    parser.add_argument("--worker", choices=["zoo", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--builder", help=argparse.SUPPRESS)
+    parser.add_argument("--size", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker_main(args)
+
+    sizes = [s for s in args.sizes.split(",") if s]
+    builders = [b for b in args.builders.split(",") if b]
+    for s in sizes:
+        if s not in SIZES:
+            parser.error(f"unknown size {s!r}; expected some of {', '.join(SIZES)}")
+    for b in builders:
+        if b not in TORCH_LAYER:
+            parser.error(f"unknown builder {b!r}; expected some of {', '.join(TORCH_LAYER)}")
+    try:
+        import torch
+    except ImportError:
+        sys.exit("bench_vs_torch needs PyTorch: pip install torch==2.13.0 (the bench extra)")
+    threads = args.torch_threads or torch.get_num_threads()
+    print(f"torch {torch.__version__}, {threads} threads; "
+          f"{os.cpu_count()} CPUs", flush=True)
+
+    rows = []
+    for size in sizes:
+        units, window, batch = SIZES[size]
+        steps = args.steps if size == "small" else args.large_steps
+        for builder in builders:
+            speeds, rss = compare(builder, size, steps, args.rounds, args.seed,
+                                  args.torch_threads)
+            best = {side: max(v) for side, v in speeds.items()}
+            med = {side: statistics.median(v) for side, v in speeds.items()}
+            ratio = best["zoo"] / best["torch"]
+            torch_name = f"nn.{TORCH_LAYER[builder]}"
+            print(f"[{size}] {builder:>10}: zoo " + ", ".join(f"{s:.0f}" for s in speeds["zoo"])
+                  + f" | {torch_name} " + ", ".join(f"{s:.0f}" for s in speeds["torch"])
+                  + f" -> ratio {ratio:.2f}; peak RSS zoo {rss['zoo']:.0f} MiB, "
+                  f"torch {rss['torch']:.0f} MiB", flush=True)
+            rows.append((size, builder, torch_name, best, med, ratio, rss, units, window, batch))
+
+    print()
+    print(f"{'size':<6} {'builder':>10} {'zoo chars/s':>12} {'torch chars/s':>14} "
+          f"{'ratio':>6} {'(medians)':>9} {'zoo RSS MiB':>12} {'torch RSS MiB':>14}")
+    for size, builder, torch_name, best, med, ratio, rss, units, window, batch in rows:
+        print(f"{size:<6} {builder:>10} {best['zoo']:>12.0f} {best['torch']:>14.0f} "
+              f"{ratio:>6.2f} {med['zoo'] / med['torch']:>9.2f} {rss['zoo']:>12.0f} "
+              f"{rss['torch']:>14.0f}")
+    print(f"sizes: " + "; ".join(f"{k} = {LAYERS} x {u} units, windows of {w}, batches of {b}"
+                                 for k, (u, w, b) in SIZES.items() if k in sizes)
+          + f"; best of {args.rounds} alternating timed epochs per side")
+
+
+if __name__ == "__main__":
+    main()
