@@ -158,7 +158,7 @@ def cmd_ui(args) -> int:
            "--host", args.host, "--port", str(args.port), "--workers", "1"]
     url = f"http://{args.host}:{args.port}/#/experiments?workflowType=machine_learning"
     _say(f"zoo: MLflow UI for {s.describe()}: open {url}")
-    env = {**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}   # the server's deprecation notes
     os.execve(sys.executable, cmd, env)
     return 0  # pragma: no cover
 

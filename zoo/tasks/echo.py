@@ -136,7 +136,9 @@ class EchoTask(Task):
         pre = {"num_classes": d.num_classes, "echo_step": d.echo_step,
                "truncated_backprop_length": d.truncated_backprop_length}
         return Prepared(train, val, test, pre, hash_arrays(train.x, val.x, test.x),
-                        info={"train_windows": len(train), "eval_windows": len(test)})
+                        info={"source": f"random series of {d.num_classes} classes (seed "
+                                        f"{self.recipe.train.seed}), echoed {d.echo_step} steps later",
+                              "train_windows": len(train), "eval_windows": len(test)})
 
     def build(self, prepared: Prepared, body: list, batch_size: int):
         return echo_network(body, prepared.preprocessing, batch_size)
