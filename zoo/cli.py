@@ -80,6 +80,21 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from zoo.sweep import load_sweep, run_sweep
+
+    sweep = load_sweep(args.recipe, args.set or [], trials=args.trials)
+    result = run_sweep(sweep, address=args.address, resume=args.resume,
+                       echo=lambda msg: print(msg, file=sys.stderr), out=print)
+    best = result["best"]
+    print(f"sweep {result['run_id']} (experiment {result['experiment_id']}): "
+          f"{len(result['trials'])} trial(s); "
+          + (f"best {sweep.metric}={best.value:.4f}, registered {result['registered_name']} "
+             f"version {result['version']}{' (champion)' if result['promoted'] else ''}"
+             if best is not None else "no trial finished"))
+    return 0 if best is not None else 1
+
+
 def cmd_ui(args) -> int:
     from zoo.tracking import tracking_uri
 
@@ -144,6 +159,19 @@ def parser() -> argparse.ArgumentParser:
                      help="a couple of batches through the whole path; never promoted")
     run.add_argument("--resume", metavar="RUN_ID", help="continue a run that died")
     run.set_defaults(fn=cmd_run)
+
+    sw = sub.add_parser("sweep", help="search a recipe's `sweep:` space on Ray Tune, every "
+                        "trial an MLflow run; register the best")
+    sw.add_argument("recipe")
+    sw.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
+                    help="override a recipe key (or sweep.KEY), e.g. --set train.epochs=2")
+    sw.add_argument("--trials", type=int, default=None, help="number of trials (default: "
+                    "sweep.trials)")
+    sw.add_argument("--address", default=None, help="join this Ray cluster (default: "
+                    "$RAY_ADDRESS, else a local Ray instance started and stopped by zoo)")
+    sw.add_argument("--resume", metavar="SWEEP_RUN_ID",
+                    help="continue a sweep that died: its finished trials are not run again")
+    sw.set_defaults(fn=cmd_sweep)
 
     ui = sub.add_parser("ui", help="start the MLflow UI on zoo's store")
     ui.add_argument("--host", default="127.0.0.1")
