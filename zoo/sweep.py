@@ -400,17 +400,18 @@ def _trials(parent_id: str, metric: str) -> list[Trial]:
         vt = tags.get("zoo.version_tags")
         out.append(Trial(r["run_id"], point, outcome,
                          value if value is not None and math.isfinite(value) else None,
-                         _epochs(r), test,
+                         _epochs(r, metric), test,
                          tags.get("zoo.model_uri") if outcome == "finished" else None,
                          json.loads(vt) if vt else None))
     return out
 
 
-def _epochs(run: dict[str, Any]) -> int:
+def _epochs(run: dict[str, Any], metric: str) -> int:
+    """Epochs that reported the sweep metric."""
     from zoo import tracking
 
     try:
-        hist = tracking.client().get_metric_history(run["run_id"], "loss")
+        hist = tracking.client().get_metric_history(run["run_id"], metric)
     except Exception:
         return 0
     return len({m.step for m in hist})
@@ -647,7 +648,7 @@ def _tune(sweep: Sweep, parent_id: str, experiment: str, address: str | None, do
     from zoo import tracking
 
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")   # Ctrl+C ends the sweep, KILLED
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")   # the legacy reporter honours verbose=0
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     res = sweep.section.resources_per_trial
     seed = sweep.section.seed if sweep.section.seed is not None else sweep.recipe.train.seed
@@ -698,7 +699,10 @@ def _tune(sweep: Sweep, parent_id: str, experiment: str, address: str | None, do
                                       verbose=0,
                                       callbacks=[_Progress(echo, len(done) + todo,
                                                            len(done)).callback()]))
-        grid = tuner.fit()
+        import contextlib
+
+        with contextlib.redirect_stdout(sys.stderr):   # stdout is zoo's table
+            grid = tuner.fit()
         stopped = {(r.metrics or {}).get("trial_id"): r.error for r in grid}
         # A trial that ASHA stopped (or whose worker died) cannot end its own MLflow run.
         for t in tracking.child_runs(parent_id):
