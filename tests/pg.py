@@ -91,10 +91,13 @@ def postgres(db: str = "mlflow"):
         run([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(data / "log"), "-w", "-t", "60",
              "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"])
         try:
-            run([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "zoo", db]
-                if (bindir / "createdb").exists() else
-                [str(bindir / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "zoo", "-d",
-                 "postgres", "-c", f"CREATE DATABASE {db}"])
+            import psycopg2
+
+            conn = psycopg2.connect(host="127.0.0.1", port=port, user="zoo", dbname="postgres")
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(f"CREATE DATABASE {db}")
+            conn.close()
             yield f"postgresql+psycopg2://zoo@127.0.0.1:{port}/{db}"
         finally:
             subprocess.run(_as_server_user([str(bindir / "pg_ctl"), "-D", str(data), "-w",

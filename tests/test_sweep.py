@@ -29,6 +29,13 @@ track: {{experiment: tiny-sweep, registered_name: tiny-echo}}
 sweep:
 {sweep}
 """
+GRID2 = """\
+  search: grid
+  scheduler: none
+  max_concurrent: 1
+  space:
+    train.optimizer.learning_rate: {choice: [0.3, 1.0]}
+"""
 GRID = """\
   search: grid
   scheduler: none
@@ -176,7 +183,7 @@ def test_local_sweep_tracks_every_trial_tolerates_a_failure_and_registers_the_be
 
 
 def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(store, tmp_path):
-    path = recipe(tmp_path, GRID.format(conc=1))
+    path = recipe(tmp_path, GRID2)
     from zoo.tracking import client
 
     c = client()
@@ -204,16 +211,16 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(store, t
     assert c.get_run(parent_id).info.status == "KILLED"
     done_before = {r.info.run_id: r.data.tags["zoo.sweep.point"] for r in children(c, parent_id)
                    if r.info.status in ("FINISHED", "FAILED")}
-    assert 1 <= len(done_before) < 3
+    assert len(done_before) == 1
 
     out = zoo("sweep", str(path), "--resume", parent_id)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert f"{len(done_before)} done before, {3 - len(done_before)} to run" in out.stderr
+    assert "1 done before, 1 to run" in out.stderr
     assert c.get_run(parent_id).info.status == "FINISHED"
     runs = children(c, parent_id)
     ended = [r for r in runs if r.info.status in ("FINISHED", "FAILED")]
     points = [r.data.tags["zoo.sweep.point"] for r in ended]
-    assert len(points) == 3 and len(set(points)) == 3              # each point once, none twice
+    assert len(points) == 2 and len(set(points)) == 2              # each point once, none twice
     assert all(r.info.run_id in {x.info.run_id for x in ended} for r in runs
                if r.info.run_id in done_before)
     # whatever was running at the interrupt is recorded as killed, not left running
@@ -243,7 +250,11 @@ def test_sweep_with_concurrent_trials_on_a_postgresql_backed_mlflow_server(tmp_p
         c = mlflow.MlflowClient(server)
         parent_id = parent_id_of(out.stdout)
         runs = children(c, parent_id)
-        assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+        outcomes = sorted(r.data.tags["zoo.sweep.outcome"] for r in runs)
+        assert outcomes in (["finished", "finished"], ["finished", "stopped early"]), outcomes
+        for r in runs:  # ASHA may stop the slower of the two after its first epoch
+            assert r.info.status == ("FINISHED" if r.data.tags["zoo.sweep.outcome"] == "finished"
+                                     else "KILLED")
         starts = sorted((r.info.start_time, r.info.end_time) for r in runs)
         assert starts[1][0] < starts[0][1]                     # the two trials overlapped
         version = c.get_model_version_by_alias("tiny-echo", "champion")

@@ -316,12 +316,18 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
         raise
 
     tagged = {"done": False}
+    last: dict[str, Any] = {}
 
     def on_epoch(epoch: int, logs: dict[str, float]) -> None:
         if not tagged["done"]:
             tracking.tag_current_run(tags)
             tagged["done"] = True
-        tune.report({**logs, "epoch": epoch + 1})
+        if epoch + 1 >= recipe.train.epochs:
+            # The last epoch is reported once the run has finished (test split, model logged):
+            # a scheduler that stops a trial at its last report would cut that short.
+            last["logs"] = {**logs, "epoch": epoch + 1}
+        else:
+            tune.report({**logs, "epoch": epoch + 1})
 
     try:
         cpus = max(1, int(ctx["cpus"]))
@@ -345,6 +351,8 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
             _record_failure(ctx, point, tags, "failed", exc)
         raise
     tracking.set_run_tags(result.run_id, {"zoo.sweep.outcome": "finished"})
+    if last:
+        tune.report({**last["logs"], **{f"test_{k}": v for k, v in result.test_metrics.items()}})
 
 
 def _record_failure(ctx: dict[str, Any], point: dict[str, Any], tags: dict[str, str],
