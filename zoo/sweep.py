@@ -104,7 +104,9 @@ class Sweep:
         """What a resumed sweep must share with the one it continues."""
         import hashlib
 
-        text = json.dumps({"recipe": self.recipe.digest(), "sweep": self.raw,
+        # How many trials, and how many at once, may change on --resume; what is searched may not.
+        section = {k: v for k, v in self.raw.items() if k not in ("trials", "max_concurrent")}
+        text = json.dumps({"recipe": self.recipe.digest(), "sweep": section,
                            "metric": self.metric, "mode": self.mode}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -640,8 +642,17 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, resume: str | None = 
              f"{', '.join(sweep.keys)}, {sweep.metric} ({sweep.mode})"
              + (f"; {len(done)} done before, {todo} to run" if resume else ""))
         if todo > 0:
-            _tune(sweep, parent.run_id, sweep.recipe.experiment, address,
-                  done, remaining_grid, todo, echo)
+            try:
+                _tune(sweep, parent.run_id, sweep.recipe.experiment, address,
+                      done, remaining_grid, todo, echo)
+            except KeyboardInterrupt:
+                for t in tracking.child_runs(parent.run_id):  # cut off: their workers are gone
+                    if t["status"] == "RUNNING":
+                        tracking.end_run_by_id(t["run_id"], "KILLED")
+                        tracking.set_run_tags(t["run_id"], {"zoo.sweep.outcome": "killed"})
+                echo(f"zoo: sweep {parent.run_id} interrupted; continue it with "
+                     f"`zoo sweep {sweep.path} --resume {parent.run_id}`")
+                raise
         trials = _trials(parent.run_id, sweep.metric)
         result = _conclude(sweep, parent, trials, echo, out, time.time() - started)
     return result
@@ -711,15 +722,22 @@ def _tune(sweep: Sweep, parent_id: str, experiment: str, address: str | None, do
 
         with contextlib.redirect_stdout(sys.stderr):   # stdout is zoo's table
             grid = tuner.fit()
-        stopped = {(r.metrics or {}).get("trial_id"): r.error for r in grid}
-        # A trial that ASHA stopped (or whose worker died) cannot end its own MLflow run.
+        # Ray knows how each trial ended; a trial that the scheduler stopped could not end its
+        # own MLflow run (left RUNNING, or FAILED by the interrupted training thread).
+        ended = {(r.metrics or {}).get("trial_id"): r.error for r in grid if r.metrics}
         for t in tracking.child_runs(parent_id):
-            if t["status"] == "RUNNING":
-                trial_id = t["tags"].get("zoo.sweep.trial_id")
-                error = stopped.get(trial_id)
-                outcome = "failed" if error is not None else "stopped early"
-                tracking.end_run_by_id(t["run_id"], "KILLED" if error is None else "FAILED")
-                tracking.set_run_tags(t["run_id"], {"zoo.sweep.outcome": outcome})
+            trial_id = t["tags"].get("zoo.sweep.trial_id")
+            if t["status"] == "FINISHED" or trial_id not in ended:
+                if t["status"] == "RUNNING":  # its worker died without a word to Ray or MLflow
+                    tracking.end_run_by_id(t["run_id"], "FAILED")
+                    tracking.set_run_tags(t["run_id"], {"zoo.sweep.outcome": "failed"})
+                continue
+            if ended[trial_id] is None:
+                tracking.end_run_by_id(t["run_id"], "KILLED")
+                tracking.set_run_tags(t["run_id"], {"zoo.sweep.outcome": "stopped early"})
+            elif t["status"] == "RUNNING" or "zoo.sweep.outcome" not in t["tags"]:
+                tracking.end_run_by_id(t["run_id"], "FAILED")
+                tracking.set_run_tags(t["run_id"], {"zoo.sweep.outcome": "failed"})
         import shutil
 
         shutil.rmtree(storage, ignore_errors=True)
