@@ -250,13 +250,13 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
         else:
             raise ZooError(f"{path}: sweep.mode: say whether {metric!r} is better high or low "
                            "(max or min)")
+    if trials is not None and trials < 1:
+        raise ZooError("--trials: must be at least 1")
     n = trials or section.trials
     if section.search == "grid":
         size = math.prod(len(d.args) for d in space)
         n = min(n, size) if n else size
     n = n or DEFAULT_TRIALS
-    if trials is not None and trials < 1:
-        raise ZooError("--trials: must be at least 1")
     return Sweep(path, base_overrides, recipe, section, space, metric, mode, n,
                  raw=json.loads(json.dumps(raw, default=str)))
 
@@ -445,7 +445,7 @@ def _fmt(v: Any) -> str:
 
 
 def trials_table(sweep: Sweep, trials: list[Trial], best: Trial | None) -> tuple[list[str], list[list[str]]]:
-    main = sweep.recipe.task and _main_metric(sweep)
+    main = _main_metric(sweep)
     header = ["#", "run", "outcome", *sweep.keys, sweep.metric, "epochs", f"test_{main}"]
     rows = []
     for i, t in enumerate(trials, 1):
@@ -511,7 +511,6 @@ def _plot(sweep: Sweep, trials: list[Trial], out: Path) -> Path:
 
 def _searcher(sweep: Sweep, done: list[Trial], seed: int):
     """The search algorithm and the param space Tune samples from."""
-    from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     if sweep.section.search == "grid":
@@ -541,7 +540,6 @@ def _searcher(sweep: Sweep, done: list[Trial], seed: int):
     if known:
         kwargs = {"points_to_evaluate": [t.point for t in known],
                   "evaluated_rewards": [t.value for t in known]}
-    del tune
     return OptunaSearch(space=dists, metric=sweep.metric, mode=sweep.mode,
                         sampler=optuna.samplers.TPESampler(seed=seed), **kwargs), None
 
