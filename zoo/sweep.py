@@ -347,6 +347,11 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
+        if isinstance(exc, SystemExit):  # Ray ending the trial: its scheduler stopped it
+            run_id = tracking.tag_current_run({**tags, "zoo.sweep.outcome": "stopped early"})
+            if run_id is not None:
+                tracking.end_run_by_id(run_id, "KILLED")
+            raise
         failure = {**tags, "zoo.sweep.outcome": "failed",
                    "zoo.sweep.error": f"{type(exc).__name__}: {exc}"[:500]}
         if tracking.tag_current_run(failure) is None:  # it failed before its run began
@@ -724,16 +729,15 @@ def _tune(sweep: Sweep, parent_id: str, experiment: str, address: str | None, do
         # own MLflow run (left RUNNING, or FAILED by the interrupted training thread).
         ended = {(r.metrics or {}).get("trial_id"): r.error for r in grid if r.metrics}
         for t in tracking.child_runs(parent_id):
-            trial_id = t["tags"].get("zoo.sweep.trial_id")
-            if t["status"] == "FINISHED" or trial_id not in ended:
-                if t["status"] == "RUNNING":  # its worker died without a word to Ray or MLflow
-                    tracking.end_run_by_id(t["run_id"], "FAILED")
-                    tracking.set_run_tags(t["run_id"], {"zoo.sweep.outcome": "failed"})
+            if t["status"] == "FINISHED":
                 continue
-            if ended[trial_id] is None:
+            trial_id = t["tags"].get("zoo.sweep.trial_id")
+            outcome = t["tags"].get("zoo.sweep.outcome")
+            if (outcome == "stopped early" or (trial_id in ended and ended[trial_id] is None)
+                    or t["tags"].get("zoo.sweep.error", "").startswith("SystemExit")):
                 tracking.end_run_by_id(t["run_id"], "KILLED")
                 tracking.set_run_tags(t["run_id"], {"zoo.sweep.outcome": "stopped early"})
-            elif t["status"] == "RUNNING" or "zoo.sweep.outcome" not in t["tags"]:
+            elif t["status"] == "RUNNING" or outcome is None:  # its worker died without a word
                 tracking.end_run_by_id(t["run_id"], "FAILED")
                 tracking.set_run_tags(t["run_id"], {"zoo.sweep.outcome": "failed"})
         import shutil
