@@ -147,6 +147,21 @@ def cmd_store(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from zoo.sweep import load_sweep, run_sweep
+
+    sweep = load_sweep(args.recipe, args.set or [], trials=args.trials)
+    result = run_sweep(sweep, address=args.address, resume=args.resume,
+                       echo=lambda msg: print(msg, file=sys.stderr), out=print)
+    best = result["best"]
+    print(f"sweep {result['run_id']} (experiment {result['experiment_id']}): "
+          f"{len(result['trials'])} trial(s); "
+          + (f"best {sweep.metric}={best.value:.4f}, registered {result['registered_name']} "
+             f"version {result['version']}{' (champion)' if result['promoted'] else ''}"
+             if best is not None else "no trial finished"))
+    return 0 if best is not None else 1
+
+
 def cmd_ui(args) -> int:
     s = _read_store()
     if not s.exists():
@@ -236,6 +251,18 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("action", nargs="?", choices=["show", "use"], default="show",
                     help="show: the store and how it is chosen; use: make URI your default")
     st.add_argument("uri", nargs="?", help="with `use`: the store, a URI or a folder")
+
+    sw = command("sweep", "search a recipe's `sweep:` space on Ray Tune, every trial an MLflow "
+                 "run; register the best", cmd_sweep)
+    sw.add_argument("recipe", help="the recipe file (.yaml) with a `sweep:` section")
+    sw.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
+                    help="override a recipe key (or sweep.KEY), e.g. --set train.epochs=2")
+    sw.add_argument("--trials", type=int, default=None, help="number of trials (default: "
+                    "sweep.trials)")
+    sw.add_argument("--address", default=None, help="join this Ray cluster (default: "
+                    "$RAY_ADDRESS, else a local Ray instance started and stopped by zoo)")
+    sw.add_argument("--resume", metavar="SWEEP_RUN_ID",
+                    help="continue a sweep that died: its finished trials are not run again")
 
     ui = command("ui", "start the MLflow UI on zoo's store (one worker)", cmd_ui)
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on")

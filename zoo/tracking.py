@@ -473,3 +473,71 @@ def download_bundle(name: str, version: str, dst: Path, s: store.Store | None = 
             last = exc
     assert last is not None
     raise last
+
+
+# ---- sweeps
+# What `zoo sweep` (zoo.sweep) needs from MLflow: the sweep's parent run and its nested trial
+# runs, found by the parent's id; a store every Ray node can reach.
+
+SWEEP_TAG = "zoo.sweep"                  # "true" on a sweep's parent run
+SWEEP_PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag, on every trial run
+
+
+def is_local_store(uri: str | None = None) -> bool:
+    """Whether the store is a file on this machine (SQLite or a folder), which the trials on
+    other Ray nodes cannot reach."""
+    uri = uri or tracking_uri()
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
+def run_info(run_id: str) -> dict[str, Any] | None:
+    """A run's status, experiment, tags, params and latest metrics; None if the store has none."""
+    try:
+        run = client().get_run(run_id)
+    except Exception:
+        return None
+    return {"run_id": run.info.run_id, "status": run.info.status,
+            "experiment_id": run.info.experiment_id, "tags": dict(run.data.tags),
+            "params": dict(run.data.params), "metrics": dict(run.data.metrics),
+            "start_time": run.info.start_time}
+
+
+def child_runs(parent_run_id: str) -> list[dict[str, Any]]:
+    """The runs nested under a parent (a sweep's trials), oldest first, as :func:`run_info`."""
+    c = client()
+    parent = c.get_run(parent_run_id)
+    runs, token = [], None
+    while True:
+        page = c.search_runs([parent.info.experiment_id],
+                             filter_string=f"tags.{SWEEP_PARENT_TAG} = '{parent_run_id}'",
+                             max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    out = [{"run_id": r.info.run_id, "status": r.info.status,
+            "experiment_id": r.info.experiment_id, "tags": dict(r.data.tags),
+            "params": dict(r.data.params), "metrics": dict(r.data.metrics),
+            "start_time": r.info.start_time} for r in runs]
+    return sorted(out, key=lambda r: (r["start_time"] or 0, r["run_id"]))
+
+
+def set_run_tags(run_id: str, tags: dict[str, str]) -> None:
+    c = client()
+    for key, value in tags.items():
+        c.set_tag(run_id, key, value)
+
+
+def end_run_by_id(run_id: str, status: str) -> None:
+    """Mark a run that its process can no longer end (a trial stopped early, a killed one)."""
+    client().set_terminated(run_id, status)
+
+
+def tag_current_run(tags: dict[str, str]) -> str | None:
+    """Tag the run this process has active (else the one it ran last); returns its id."""
+    mlflow = _mlflow()
+    run = mlflow.active_run() or mlflow.last_active_run()
+    if run is None:
+        return None
+    set_run_tags(run.info.run_id, tags)
+    return run.info.run_id
