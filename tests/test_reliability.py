@@ -33,10 +33,17 @@ def zoo(*args: str, cwd: Path, env: dict | None = None, timeout: float = 600):
 
 
 def _client(uri: str):
+    """A client of a store that zoo processes may be creating right now: it opens the store
+    under zoo's lock, as zoo itself does."""
     import mlflow
 
+    from zoo import store
+
     mlflow.set_tracking_uri(uri)
-    return mlflow.MlflowClient(uri)
+    with store.lock(store.Store(uri, "test")):
+        c = mlflow.MlflowClient(uri)
+        c.search_experiments(max_results=1)
+    return c
 
 
 # ----------------------------------------------------------------- 1. a new store, 4 writers
@@ -82,25 +89,33 @@ def test_unreachable_server_is_one_line_in_seconds(tmp_path, args):
 # --------------------------------------------------------- 3. the cache never serves old bytes
 
 
-def test_cache_follows_the_store_after_it_is_recreated(tmp_path, monkeypatch):
-    from zoo.engine import run
-    from zoo.recipe import load_recipe
-
-    import zoo as zoo_api
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-    recipe = write(tmp_path / "echo.yaml", ECHO)
-    first = run(load_recipe(recipe, ["train.seed=1"]), echo=lambda *a: None)
-    m1 = zoo_api.load("echo-rel")
-    assert m1.metrics == pytest.approx(first.test_metrics)
+def test_cache_follows_the_store_after_it_is_recreated(tmp_path):
+    """Train, load (cached), delete the store, train again in the same folder: the next load
+    is the new model, not the cached old version 1."""
     import shutil
 
+    recipe = write(tmp_path / "echo.yaml", ECHO)
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
+           "ZOO_MODEL_CACHE": str(tmp_path / "cache")}
+    code = "import json, zoo; m = zoo.load('echo-rel'); print(json.dumps([m.version, m.metrics]))"
+
+    def load():
+        out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                             text=True, env={**os.environ, **env}, timeout=300)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    assert zoo("run", str(recipe), cwd=tmp_path, env=env).returncode == 0
+    v1, first = load()
     shutil.rmtree(tmp_path / "mlruns")               # a new store at the same address
-    second = run(load_recipe(recipe, ["train.seed=2", "train.epochs=1"]), echo=lambda *a: None)
-    assert second.version == "1" and second.test_metrics != first.test_metrics
-    m2 = zoo_api.load("echo-rel")
-    assert m2.version == "1" and m2.metrics == pytest.approx(second.test_metrics)
+    out = zoo("run", str(recipe), "--set", "train.seed=2", "--set", "train.epochs=1",
+              cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    v2, second = load()
+    assert v1 == v2 == "1" and second != first
+    c = _client(env["MLFLOW_TRACKING_URI"])
+    tags = c.get_model_version("echo-rel", "1").tags
+    assert second["accuracy"] == pytest.approx(float(tags["test_accuracy"]), rel=1e-5)
 
 
 # ------------------------------------------------------------ 4. validation before anything
@@ -118,11 +133,12 @@ train: {epochs: 1, batch_size: 16}
     (["train.optimizer.learning_rate=.inf"], "train.optimizer.learning_rate: input should be a finite number"),
     (["train.epochs=1000000000000"], "train.epochs: input should be less than or equal to 100000"),
     (["model.units=1000000000"], "model.units: must be at most 8192"),
-    (["model.name=bi-lstm", "model.layers=32", "model.units=8192"], "GiB to train, more than this machine's"),
+    (["model.layers=32", "model.units=8192"], "GiB to train, more than this machine's"),
     (["model.activation=tanhh"], "model.activation: unknown value 'tanhh'"),
     (["model.merge_mode=cat"], "has no hyperparameter 'merge_mode'"),
     (["track.registered_name=my model/v1"], "track.registered_name: a registered name is letters"),
-    (["train.batch_size=100000"], "train.batch_size: 100000 is larger than the training set"),
+    (["train.batch_size=100000", "train.distribute=mirrored"],
+     "train.batch_size: 100000 is larger than the training set"),
     (["task.sample_prime=ZZZ#"], "task.sample_prime: characters not in the training text"),
 ])
 def test_refused_before_anything_is_written(tmp_path, overrides, message):

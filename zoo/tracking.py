@@ -52,7 +52,7 @@ def _mlflow(s: store.Store | None = None, *, create: bool = False):
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     mlflow.set_tracking_uri(s.uri)
-    if create and s.uri not in _ready and s.sqlite_path is not None:
+    if s.uri not in _ready and s.sqlite_path is not None:  # created/upgraded by one process at a time
         with store.lock(s):
             c = mlflow.MlflowClient()
             _retrying(lambda: c.search_experiments(max_results=1))
