@@ -476,12 +476,9 @@ def _examples(task: Task, model, prepared: Prepared, recipe: Recipe) -> list[str
 
 
 def _loss_curve(history: dict[str, list[float]], outdir: Path) -> Path:
-    import matplotlib
+    from zoo import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plots.figure(figsize=(6, 4))
     for key in ("loss", "val_loss"):
         if history.get(key):
             ax.plot(range(1, len(history[key]) + 1), history[key], marker="o", label=key)
@@ -490,8 +487,6 @@ def _loss_curve(history: dict[str, list[float]], outdir: Path) -> Path:
     ax.set_title("loss curve")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
     path = outdir / "loss_curve.png"
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    plots.save(fig, path)
     return path

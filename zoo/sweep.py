@@ -477,13 +477,10 @@ def _table_text(header: list[str], rows: list[list[str]]) -> str:
 
 def _plot(sweep: Sweep, trials: list[Trial], out: Path) -> Path:
     """The sweep metric against each searched key, one panel per key."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from zoo import plots
 
     dims = sweep.space
-    fig, axes = plt.subplots(1, len(dims), figsize=(4 * len(dims), 3.5), squeeze=False)
+    fig, axes = plots.figure(1, len(dims), figsize=(4 * len(dims), 3.5), squeeze=False)
     scored = [t for t in trials if t.value is not None]
     for ax, dim in zip(axes[0], dims):
         xs, ys, colors = [], [], []
@@ -507,10 +504,8 @@ def _plot(sweep: Sweep, trials: list[Trial], out: Path) -> Path:
         ax.set_ylabel(sweep.metric)
         ax.grid(alpha=0.3)
     fig.suptitle(f"{sweep.metric} per trial (grey: stopped early)")
-    fig.tight_layout()
     path = out / f"sweep_{sweep.metric}.png"
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    plots.save(fig, path)
     return path
 
 

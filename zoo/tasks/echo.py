@@ -155,17 +155,14 @@ class EchoTask(Task):
         return [" ".join(map(str, row))]
 
     def plots(self, model, prepared: Prepared, outdir: Path) -> list[Path]:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from zoo import plots
 
         b = self.recipe.train.batch_size
         reset_states(model)
         batch = prepared.test.head(b)
         pred = np.argmax(model.predict(batch.x, batch_size=b, verbose=0), axis=-1)
         t = np.arange(batch.x.shape[1])
-        fig, axes = plt.subplots(b, 1, figsize=(8, 1.4 * b), sharex=True)
+        fig, axes = plots.figure(b, 1, figsize=(8, 1.4 * b), sharex=True)
         for i, ax in enumerate(np.atleast_1d(axes)):
             ax.bar(t - 0.25, batch.x[i, :, 0], width=0.25, color="tab:blue", label="input")
             ax.bar(t, batch.y[i], width=0.25, color="tab:green", label="target")
@@ -174,8 +171,6 @@ class EchoTask(Task):
             ax.set_ylabel(f"row {i}")
         np.atleast_1d(axes)[0].legend(loc="upper right", ncol=3, fontsize="small")
         fig.suptitle("echo: one test batch (first window of each row)")
-        fig.tight_layout()
         path = outdir / "echo_batch.png"
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
+        plots.save(fig, path)
         return [path]

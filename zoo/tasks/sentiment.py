@@ -180,22 +180,17 @@ class SentimentTask(Task):
         return {"accuracy": majority_accuracy(prepared.train, prepared.test)}
 
     def plots(self, model, prepared: Prepared, outdir: Path) -> list[Path]:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from zoo import plots
         from sklearn.metrics import ConfusionMatrixDisplay
 
         labels = prepared.preprocessing["labels"]
         pred = model.predict(prepared.test.x, verbose=0).argmax(axis=-1)
-        fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 3, 1.2 * len(labels) + 2.5))
+        fig, ax = plots.figure(figsize=(1.2 * len(labels) + 3, 1.2 * len(labels) + 2.5))
         ConfusionMatrixDisplay.from_predictions(prepared.test.y, pred, labels=list(range(len(labels))),
                                                 display_labels=labels, ax=ax, colorbar=False)
         ax.set_title("confusion matrix (test split)")
-        fig.tight_layout()
         path = outdir / "confusion_matrix.png"
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
+        plots.save(fig, path)
         return [path]
 
     def input_example(self, prepared: Prepared) -> Any:
