@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -71,11 +72,16 @@ def _setup_runtime(recipe: Recipe):
     return strategy
 
 
-def make_optimizer(recipe: Recipe):
+def make_optimizer(recipe: Recipe, total_steps: int = 1):
     import keras
 
     opt = recipe.train.optimizer
-    kwargs: dict[str, Any] = {"learning_rate": opt.learning_rate}
+    lr: Any = opt.learning_rate
+    sched = recipe.train.lr_schedule
+    if sched is not None and sched.name == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(opt.learning_rate, max(1, total_steps),
+                                                    alpha=sched.final_fraction)
+    kwargs: dict[str, Any] = {"learning_rate": lr}
     if opt.clipnorm is not None:
         kwargs["clipnorm"] = opt.clipnorm
     if opt.clipvalue is not None:
@@ -86,14 +92,14 @@ def make_optimizer(recipe: Recipe):
     return classes[opt.name](**kwargs)
 
 
-def build_compiled(task: Task, prepared: Prepared, recipe: Recipe):
+def build_compiled(task: Task, prepared: Prepared, recipe: Recipe, total_steps: int = 1):
     from zoo.registry import build
 
     body = build(recipe.model, recipe.params, return_sequences=task.return_sequences,
                  stateful=task.stateful)
     batch = recipe.train.batch_size if task.stateful else None
     model = task.build(prepared, body, batch)
-    model.compile(optimizer=make_optimizer(recipe), **task.compile_args())
+    model.compile(optimizer=make_optimizer(recipe, total_steps), **task.compile_args())
     return model
 
 
@@ -152,7 +158,7 @@ def _callbacks(task: Task, prepared: Prepared, recipe: Recipe, tracked, ckpt: Pa
             for fname, text in task.epoch_artifacts(self.model, prepared, epoch).items():
                 tracked.log_text(text, f"epochs/{epoch + 1:03d}_{fname}")
             if save_checkpoints:
-                _save_checkpoint(ckpt, self.model, epoch, history, stopper)
+                _save_checkpoint(ckpt, self.model, epoch, history, stopper, clock)
             if on_epoch is not None:
                 on_epoch(epoch, logs)
 
@@ -171,28 +177,60 @@ def _callbacks(task: Task, prepared: Prepared, recipe: Recipe, tracked, ckpt: Pa
     class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         def on_train_begin(self, logs=None):
             super().on_train_begin(logs)
-            if es_state:
+            if es_state and "wait" in es_state:
                 self.wait = es_state["wait"]
                 self.best = es_state["best"]
                 self.best_epoch = es_state["best_epoch"]
                 if es_state.get("best_weights") is not None:
                     self.best_weights = es_state["best_weights"]
 
+    class TimeBudget(keras.callbacks.Callback):
+        """Stops training before an epoch that would end past ``train.time_budget``: the next
+        epoch is expected to take as long as the mean of those so far."""
+
+        def on_train_begin(self, logs=None):
+            self.start = time.monotonic() - clock["train_seconds"]
+            self.begun = clock["epochs_timed"]
+
+        def on_epoch_end(self, epoch, logs=None):
+            clock["train_seconds"] = time.monotonic() - self.start
+            clock["epochs_timed"] += 1
+            budget = recipe.train.time_budget
+            if budget is None:
+                return
+            mean = clock["train_seconds"] / max(1, clock["epochs_timed"])
+            if clock["train_seconds"] + mean > budget * 60:
+                self.model.stop_training = True
+                clock["stopped_by_budget"] = True
+
+    train = recipe.train
+    clock = {"train_seconds": (es_state or {}).get("train_seconds", 0.0),
+             "epochs_timed": (es_state or {}).get("epochs_timed", 0), "stopped_by_budget": False}
     stopper = None
     cbs: list = [keras.callbacks.TerminateOnNaN()]
     if task.stateful:
         cbs.append(ResetStates())
-    es = recipe.train.early_stopping
+    es = train.early_stopping
+    if es is None and train.epochs == "auto":
+        from zoo.recipe import AUTO_PATIENCE, EarlyStopping
+
+        es = EarlyStopping(monitor="val_loss", patience=AUTO_PATIENCE, restore_best_weights=True)
     if es is not None:
         stopper = ResumableEarlyStopping(monitor=es.monitor, patience=es.patience,
                                          min_delta=es.min_delta,
                                          restore_best_weights=es.restore_best_weights)
         cbs.append(stopper)
+    if train.lr_schedule is not None and train.lr_schedule.name == "plateau":
+        s = train.lr_schedule
+        cbs.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=s.factor,
+                                                     patience=s.patience, min_lr=s.min_lr,
+                                                     verbose=0))
+    cbs.append(TimeBudget())
     cbs.append(Tracking())
-    return cbs, stopper
+    return cbs, stopper, clock
 
 
-def _save_checkpoint(ckpt: Path, model, epoch: int, history, stopper) -> None:
+def _save_checkpoint(ckpt: Path, model, epoch: int, history, stopper, clock) -> None:
     """Atomically replace the run's checkpoint: model (with optimizer state) and progress."""
     ckpt.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=ckpt, prefix=".tmp-"))
@@ -200,10 +238,12 @@ def _save_checkpoint(ckpt: Path, model, epoch: int, history, stopper) -> None:
     # .keras keeps weights and optimizer state but not the random-seed generators' states
     # (dropout masks): keep every variable so a resumed run draws the same masks.
     np.savez(tmp / "variables.npz", *[np.asarray(v) for v in model.variables])
-    state: dict[str, Any] = {"epoch": epoch, "history": history}
+    state: dict[str, Any] = {"epoch": epoch, "history": history,
+                             "early_stopping": {"train_seconds": clock["train_seconds"],
+                                                "epochs_timed": clock["epochs_timed"]}}
     if stopper is not None:
-        state["early_stopping"] = {"wait": stopper.wait, "best": float(stopper.best),
-                                   "best_epoch": stopper.best_epoch}
+        state["early_stopping"].update({"wait": stopper.wait, "best": float(stopper.best),
+                                        "best_epoch": stopper.best_epoch})
         if stopper.best_weights is not None:
             np.savez(tmp / "best_weights.npz", *stopper.best_weights)
     (tmp / "state.json").write_text(json.dumps(state))
@@ -343,8 +383,9 @@ def _restore_or_build(task: Task, prepared: Prepared, recipe: Recipe, strategy, 
     tracked.log_datasets({"train": prepared.train, "val": prepared.val, "test": prepared.test},
                          str(prepared.info.get("source_url") or prepared.info.get("source", "")),
                          recipe.task, prepared.data_hash)
+    steps, _, _ = _steps(task, prepared, recipe, fast_dev_run)
     with strategy.scope():
-        model = build_compiled(task, prepared, recipe)
+        model = build_compiled(task, prepared, recipe, steps * recipe.train.max_epochs)
     return model, progress
 
 
@@ -380,12 +421,12 @@ def _fit(task: Task, prepared: Prepared, recipe: Recipe, model, progress: _Progr
          fast_dev_run: bool, on_epoch=None) -> dict[str, list[float]]:
     """Train the remaining epochs, logging each and checkpointing it; returns the history."""
     bs = recipe.train.batch_size
-    epochs = 1 if fast_dev_run else recipe.train.epochs
+    epochs = 1 if fast_dev_run else recipe.train.max_epochs
     steps, val_steps, drop = _steps(task, prepared, recipe, fast_dev_run)
     history = progress.history
-    callbacks, _ = _callbacks(task, prepared, recipe, tracked, progress.ckpt, history,
-                              progress.early_stopping, save_checkpoints=not fast_dev_run,
-                              on_epoch=on_epoch)
+    callbacks, stopper, clock = _callbacks(task, prepared, recipe, tracked, progress.ckpt,
+                                           history, progress.early_stopping,
+                                           save_checkpoints=not fast_dev_run, on_epoch=on_epoch)
     if progress.first_epoch < epochs:
         train_ds = train_dataset(prepared.train, bs, recipe.train.seed, progress.first_epoch,
                                  epochs, task.shuffle, drop)
@@ -394,6 +435,16 @@ def _fit(task: Task, prepared: Prepared, recipe: Recipe, model, progress: _Progr
                   validation_steps=val_steps, callbacks=callbacks, verbose=_verbosity(recipe))
     if any(not math.isfinite(v) for v in history.get("loss", [])):
         raise RuntimeError("training loss became NaN or infinite (TerminateOnNaN stopped it)")
+    done = len(history.get("loss", []))
+    if clock["stopped_by_budget"]:
+        why = f"the time budget of {recipe.train.time_budget:g} min (after {done} epochs)"
+    elif stopper is not None and stopper.stopped_epoch > 0:
+        why = (f"no {stopper.monitor} improvement for {stopper.patience + 1} epochs (best epoch "
+               f"{stopper.best_epoch + 1} of {done}"
+               + (", its weights kept)" if stopper.restore_best_weights else ")"))
+    else:
+        why = f"all {done} epochs"
+    tracked.set_tags({"zoo.stopped": why, "zoo.train_seconds": f"{clock['train_seconds']:.1f}"})
     return history
 
 

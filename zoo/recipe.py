@@ -12,11 +12,12 @@ import copy
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from zoo.errors import ZooError, did_you_mean
 
@@ -48,8 +49,28 @@ class EarlyStopping(_Strict):
     restore_best_weights: bool = True
 
 
+class LRSchedule(_Strict):
+    """How the learning rate changes during training: ``plateau`` multiplies it by ``factor``
+    when val_loss has not improved for ``patience`` epochs; ``cosine`` decays it along a
+    half cosine to ``final_fraction`` of its start over all the training steps."""
+
+    name: Literal["plateau", "cosine"]
+    factor: float = Field(0.5, gt=0, lt=1)
+    patience: int = Field(1, ge=0, le=MAX_EPOCHS)
+    min_lr: float = Field(0.0, ge=0)
+    final_fraction: float = Field(0.0, ge=0, lt=1)
+
+
+AUTO_MAX_EPOCHS = 1000   # with epochs: auto, training stops on early stopping or the budget
+AUTO_PATIENCE = 2
+
+
 class Train(_Strict):
-    epochs: int = Field(10, ge=1, le=MAX_EPOCHS)
+    # a whole number, or "auto": until val_loss stops improving (train.early_stopping, else
+    # patience 2 with the best weights kept) or train.time_budget runs out
+    epochs: int | Literal["auto"] = Field(10)
+    time_budget: float | None = Field(None, gt=0, le=7 * 24 * 60)   # minutes of training
+    lr_schedule: LRSchedule | None = None
     batch_size: int = Field(32, ge=1, le=MAX_BATCH)
     optimizer: Optimizer = Optimizer()
     early_stopping: EarlyStopping | None = None
@@ -57,6 +78,25 @@ class Train(_Strict):
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
     distribute: Literal["none", "mirrored"] = "none"
     verbose: int | None = Field(None, ge=0, le=2)   # None: a bar on a terminal, else a line an epoch
+
+    @field_validator("epochs")
+    @classmethod
+    def _epochs(cls, v):
+        if isinstance(v, bool) or (isinstance(v, int) and not 1 <= v <= MAX_EPOCHS):
+            raise ValueError(f"must be 'auto' or a whole number from 1 to {MAX_EPOCHS}")
+        return v
+
+    @model_validator(mode="after")
+    def _cosine_needs_epochs(self):
+        if self.lr_schedule is not None and self.lr_schedule.name == "cosine" \
+                and self.epochs == "auto":
+            raise ValueError("lr_schedule cosine decays over a known number of epochs: give "
+                             "train.epochs as a number (or use lr_schedule plateau)")
+        return self
+
+    @property
+    def max_epochs(self) -> int:
+        return AUTO_MAX_EPOCHS if self.epochs == "auto" else self.epochs
 
 
 class Track(_Strict):
@@ -268,9 +308,15 @@ def apply_override(data: dict[str, Any], assignment: str, path: Path) -> None:
     node[parts[-1]] = value
 
 
+_UNION_TAG = re.compile(r"^(int|float|str|bool|none|literal\[.*\]|function-.*|[a-z_]+\[.*\])$")
+
+
 def _format_error(path: Path, section: str, exc: ValidationError, known: list[str]) -> ZooError:
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in (section, *err["loc"]))
+    parts = [str(p) for p in err["loc"] if not _UNION_TAG.match(str(p))]  # not a union's member
+    loc = ".".join([section, *parts])
+    if err["type"] == "value_error" and not parts:  # a rule across keys: no single value to show
+        return ZooError(f"{path}: {loc}: {err['msg'].removeprefix('Value error, ')}")
     if err["type"] == "extra_forbidden":
         key = str(err["loc"][-1])
         return ZooError(f"{path}: {loc}: unknown key{did_you_mean(key, known)}")
@@ -283,7 +329,7 @@ def _format_error(path: Path, section: str, exc: ValidationError, known: list[st
             return ZooError(f"{path}: {loc}: a registered name is letters, digits, '_', '.' and "
                             f"'-', starting with a letter or digit (got {got})")
         return ZooError(f"{path}: {loc}: must be one line of text (got {got})")
-    msg = err["msg"]
+    msg = err["msg"].removeprefix("Value error, ")
     msg = msg[0].lower() + msg[1:]
     return ZooError(f"{path}: {loc}: {msg} (got {got})")
 

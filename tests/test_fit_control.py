@@ -1,0 +1,69 @@
+"""Training that fits the corpus and the clock: epochs: auto, train.time_budget, learning-rate
+schedules, and the reason a run stopped, recorded on the run."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import write
+from zoo.engine import run
+from zoo.recipe import load_recipe
+
+ECHO = """
+task: echo
+data: {total_series_length: 1500, eval_series_length: 750, truncated_backprop_length: 15}
+model: {name: tanh-rnn, units: 4}
+train: {batch_size: 5, seed: 1, verbose: 0, optimizer: {learning_rate: 0.02}}
+track: {registered_name: echo-fit, promote: never}
+"""
+
+
+def _run(tmp_path, *overrides):
+    recipe = write(tmp_path / "echo.yaml", ECHO)
+    return run(load_recipe(recipe, list(overrides)), echo=lambda *a: None)
+
+
+def _tags(store, run_id):
+    import mlflow
+
+    return mlflow.MlflowClient(store).get_run(run_id).data.tags
+
+
+def test_epochs_auto_stops_when_validation_stops_improving(store, tmp_path):
+    res = _run(tmp_path, "train.epochs=auto", "train.optimizer.learning_rate=0.05")
+    stopped = _tags(store, res.run_id)["zoo.stopped"]
+    assert 2 < res.epochs_run < 1000
+    assert stopped.startswith("no val_loss improvement for 3 epochs") and "weights kept" in stopped
+
+
+def test_time_budget_stops_before_an_epoch_that_would_not_fit(store, tmp_path):
+    res = _run(tmp_path, "train.epochs=500", "train.time_budget=0.1")
+    tags = _tags(store, res.run_id)
+    assert tags["zoo.stopped"].startswith("the time budget of 0.1 min")
+    assert 1 <= res.epochs_run < 500 and float(tags["zoo.train_seconds"]) <= 6.0 + 3.0
+
+
+def test_learning_rate_schedules(store, tmp_path):
+    import mlflow
+
+    cos = _run(tmp_path, "train.epochs=3", "train.lr_schedule={name: cosine, final_fraction: 0.1}")
+    assert _tags(store, cos.run_id)["zoo.stopped"] == "all 3 epochs"
+    plateau = _run(tmp_path, "train.epochs=4",
+                   "train.lr_schedule={name: plateau, factor: 0.5, patience: 0}")
+    hist = mlflow.MlflowClient(store).get_metric_history(plateau.run_id, "learning_rate")
+    if hist:  # Keras logs the learning rate with ReduceLROnPlateau
+        assert hist[-1].value <= hist[0].value
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epochs=soon", "train.epochs: input should be"),
+    ("train.time_budget=-1", "train.time_budget: input should be greater than 0"),
+])
+def test_bad_values_named(tmp_path, override, message):
+    from zoo.errors import ZooError
+
+    with pytest.raises(ZooError, match=message):
+        load_recipe(write(tmp_path / "echo.yaml", ECHO), [override])
+    with pytest.raises(ZooError, match="lr_schedule cosine decays over a known number of epochs"):
+        load_recipe(write(tmp_path / "echo.yaml", ECHO),
+                    ["train.epochs=auto", "train.lr_schedule={name: cosine}"])
