@@ -122,6 +122,7 @@ def load_keras(path: Path):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
 
-    import zoo.layers  # noqa: F401  (registers zoo's layers for deserialization)
+    import zoo.heads  # noqa: F401  (registers zoo's layers for deserialization)
+    import zoo.layers  # noqa: F401
 
     return keras.saving.load_model(path, safe_mode=True)

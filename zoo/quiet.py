@@ -12,6 +12,7 @@ source, and let real errors through.
 from __future__ import annotations
 
 import importlib.abc
+import logging
 import os
 import re
 import sys
@@ -68,6 +69,7 @@ def quiet() -> None:
     global _installed
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)   # e.g. "triggered tf.function retracing"
     warnings.filterwarnings("ignore", message=r".*does not support masking.*")
     warnings.filterwarnings("ignore", message=r".*`shuffle=True` was passed.*")
     warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method.*")

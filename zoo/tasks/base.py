@@ -236,11 +236,14 @@ def sequence_network(body: list, *, name: str, input_name: str, outputs: int,
                      activation: str | None = None, head_name: str = "head",
                      vocab_size: int | None = None, embedding_dim: int | None = None,
                      mask_zero: bool = False, features: int | None = None,
-                     batch_shape: tuple | None = None):
+                     batch_shape: tuple | None = None, embedding_dropout: float = 0.0,
+                     pooling: str = "last"):
     """The network of every task: an input of token ids through an Embedding (``vocab_size``,
-    ``embedding_dim``, ``mask_zero``) or of ``features`` floats per step, then the recurrent
-    ``body``, then a Dense head of ``outputs`` (float32, for mixed precision).  A static
-    ``batch_shape`` is for stateful bodies."""
+    ``embedding_dim``, ``mask_zero``; ``embedding_dropout`` drops whole words in training) or
+    of ``features`` floats per step, then the recurrent ``body``, then (for ``pooling`` max,
+    mean or attention over its steps, padding excluded) a pooling layer, then a Dense head of
+    ``outputs`` (float32, for mixed precision).  A static ``batch_shape`` is for stateful
+    bodies."""
     import keras
 
     if vocab_size is not None:
@@ -255,8 +258,16 @@ def sequence_network(body: list, *, name: str, input_name: str, outputs: int,
     if vocab_size is not None:
         x = keras.layers.Embedding(vocab_size, embedding_dim, mask_zero=mask_zero,
                                    name="embedding")(x)
+        if embedding_dropout:
+            x = keras.layers.Dropout(embedding_dropout, noise_shape=(None, None, 1),
+                                     name="embedding_dropout")(x)
     for layer in body:
         x = layer(x)
+    if pooling != "last":
+        from zoo.heads import AttentionPooling
+
+        x = {"max": keras.layers.GlobalMaxPooling1D, "mean": keras.layers.GlobalAveragePooling1D,
+             "attention": AttentionPooling}[pooling](name=f"{pooling}_pooling")(x)
     out = keras.layers.Dense(outputs, activation=activation, dtype="float32", name=head_name)(x)
     return keras.Model(inputs, out, name=name)
 

@@ -12,7 +12,7 @@ confusion-matrix plot.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -40,6 +40,10 @@ class SentimentData(Settings):
 
 class SentimentOptions(Settings):
     embedding_dim: int = Field(64, ge=1)
+    # how the body's steps become one vector: its last state, or max / mean / attention
+    # pooling over every (unpadded) step
+    pooling: Literal["last", "max", "mean", "attention"] = "last"
+    embedding_dropout: float = Field(0.0, ge=0, lt=1)   # whole words dropped in training
 
 
 def encode_texts(texts: list[str], tokenizer, vocab, max_length: int) -> np.ndarray:
@@ -95,7 +99,10 @@ class SentimentTask(Task):
     Data = SentimentData
     main_metric = "accuracy"
     greater_is_better = True
-    return_sequences = False
+
+    @property
+    def return_sequences(self) -> bool:  # pooling reads every step; else the last state
+        return self.options.pooling != "last"
     loaded_class = SentimentModel
 
     def _examples(self):
@@ -153,7 +160,9 @@ class SentimentTask(Task):
         return sequence_network(body, name="sentiment", input_name="tokens",
                                 outputs=len(pre["labels"]), activation="softmax",
                                 vocab_size=len(pre["vocab"]["words"]),
-                                embedding_dim=self.options.embedding_dim, mask_zero=True)
+                                embedding_dim=self.options.embedding_dim, mask_zero=True,
+                                embedding_dropout=self.options.embedding_dropout,
+                                pooling=self.options.pooling)
 
     def compile_args(self) -> dict[str, Any]:
         return {"loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]}
