@@ -67,3 +67,25 @@ def test_bad_values_named(tmp_path, override, message):
     with pytest.raises(ZooError, match="lr_schedule cosine decays over a known number of epochs"):
         load_recipe(write(tmp_path / "echo.yaml", ECHO),
                     ["train.epochs=auto", "train.lr_schedule={name: cosine}"])
+
+
+@pytest.mark.parametrize("pooling", ["attention", "max"])
+def test_sentiment_pooling_heads_train_save_and_load(store, tmp_path, pooling):
+    import zoo
+
+    write(tmp_path / "data" / "pos.txt", "\n".join(f"a good {w} film" for w in "abcdefghij") + "\n")
+    write(tmp_path / "data" / "neg.txt", "\n".join(f"a bad {w} film" for w in "abcdefghij") + "\n")
+    recipe = write(tmp_path / "s.yaml", f"""
+task: {{name: sentiment, embedding_dim: 8, pooling: {pooling}, embedding_dropout: 0.1}}
+data: {{path: data, format: files, val_fraction: 0.2, test_fraction: 0.2}}
+model: {{name: gru, units: 8}}
+train: {{epochs: 30, batch_size: 4, verbose: 0, optimizer: {{learning_rate: 0.02}}}}
+track: {{registered_name: pool-{pooling}}}
+""")
+    res = run(load_recipe(recipe), echo=lambda *a: None)
+    assert res.test_metrics["accuracy"] >= 0.75   # 4 test sentences
+    m = zoo.load(f"pool-{pooling}/{res.version}")
+    layer = m.keras_model.get_layer(f"{pooling}_pooling")
+    assert layer is not None
+    got = m.predict(["a good a film", "a bad b film"])
+    assert [g["label"] for g in got] == ["pos", "neg"]
