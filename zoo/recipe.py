@@ -37,7 +37,7 @@ NAME_RULE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,255}$"   # what zoo.load and MLflow 
 
 class Optimizer(_Strict):
     name: Literal["adam", "adamw", "rmsprop", "sgd", "adagrad"] = "adam"
-    learning_rate: float = Field(1e-3, gt=0, le=10)
+    learning_rate: float = Field(1e-3, gt=0)
     clipnorm: float | None = Field(None, gt=0)
     clipvalue: float | None = Field(None, gt=0)
 
