@@ -17,6 +17,15 @@ epoch of each side gives the figures (the medians are printed too); the ratio is
 
     python bench/bench_vs_torch.py [--sizes small,large] [--builders lstm,gru,...]
                                    [--rounds 5] [--steps 20] [--large-steps 4]
+                                   [--torch-threads N] [--baseline DIR] [--out FILE]
+
+PyTorch runs with ``--torch-threads`` intra-op threads, by default the number of CPUs (what a
+user gets); the setting is printed.  ``--baseline DIR`` adds a third worker that runs zoo from
+another checkout (``PYTHONPATH=DIR``, e.g. ``git archive main | tar -x -C DIR``), in the same
+alternating rounds, for an A/B of a change under the same load.  The load average (1, 5 and 15
+minutes) is printed at the start and the end: on a shared machine a load above the number of
+CPUs means a contended run, and only the ratios of one run mean anything.  Everything printed
+also goes to ``--out`` (default ``bench/results/vs_torch.txt``).
 
 PyTorch is a bench-only dependency (the ``bench`` extra: ``torch==2.13.0``, CPU wheel).
 Targets on a 2-core CPU: lstm, gru and simple-rnn >= 1.0 at both sizes; tanh-rnn >= 1.3.
@@ -50,6 +59,13 @@ def _data(steps, window, batch, seed=0):
     rng = np.random.default_rng(seed)
     tokens = rng.integers(0, VOCAB, size=(steps * batch, window + 1), dtype=np.int64)
     return tokens[:, :-1], tokens[:, 1:]
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "unknown"
 
 
 def _maxrss_mib() -> float:
@@ -155,13 +171,17 @@ def worker_main(args) -> None:
 
 
 class Worker:
-    def __init__(self, side, builder, size, steps, seed, torch_threads=0):
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--builder", builder,
+    def __init__(self, side, builder, size, steps, seed, torch_threads=0, pythonpath=None):
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker",
+               "zoo" if side == "base" else side, "--builder", builder,
                "--size", size, "--steps", str(steps), "--seed", str(seed),
                "--torch-threads", str(torch_threads)]
+        env = dict(os.environ)
+        if pythonpath:
+            env["PYTHONPATH"] = os.path.abspath(pythonpath)
         self.side = side
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True)
+                                     text=True, env=env)
 
     def _reply(self):
         while True:
@@ -189,14 +209,15 @@ class Worker:
         return rss
 
 
-def compare(builder, size, steps, rounds, seed, torch_threads=0):
+def compare(builder, size, steps, rounds, seed, torch_threads=0, baseline=None):
     # One worker at a time starts (and warms up), so their set-up does not overlap timing.
     workers = {}
-    for side in ("zoo", "torch"):
-        workers[side] = Worker(side, builder, size, steps, seed, torch_threads)
+    order = ["zoo", "torch"] + (["base"] if baseline else [])
+    for side in order:
+        workers[side] = Worker(side, builder, size, steps, seed, torch_threads,
+                               baseline if side == "base" else None)
         workers[side].ready()
-    speeds = {"zoo": [], "torch": []}
-    order = ["zoo", "torch"]
+    speeds = {side: [] for side in order}
     for r in range(rounds):
         for side in (order if r % 2 == 0 else order[::-1]):
             speeds[side].append(workers[side].epoch())
@@ -214,8 +235,14 @@ def main(argv=None) -> None:
     parser.add_argument("--large-steps", type=int, default=4,
                         help="training steps per timed epoch (large size)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--torch-threads", type=int, default=0,
-                        help="PyTorch's intra-op threads (default: PyTorch's own choice)")
+    parser.add_argument("--torch-threads", type=int, default=os.cpu_count() or 1,
+                        help="PyTorch's intra-op threads (default: the number of CPUs, %(default)s "
+                        "here)")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also time zoo from this checkout (PYTHONPATH=DIR)")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                      "results", "vs_torch.txt"),
+                        help="also write the report here (default: %(default)s)")
     # internal: run one side
     parser.add_argument("--worker", choices=["zoo", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--builder", help=argparse.SUPPRESS)
@@ -236,9 +263,25 @@ def main(argv=None) -> None:
         import torch
     except ImportError:
         sys.exit("bench_vs_torch needs PyTorch: pip install torch==2.13.0 (the bench extra)")
-    threads = args.torch_threads or torch.get_num_threads()
-    print(f"torch {torch.__version__}, {threads} threads; "
-          f"{os.cpu_count()} CPUs", flush=True)
+    out = open(args.out, "w") if args.out else None
+
+    def say(line=""):
+        print(line, flush=True)
+        if out:
+            out.write(line + "\n")
+            out.flush()
+
+    import datetime
+    import platform
+
+    say(f"# bench/bench_vs_torch.py {' '.join(argv if argv is not None else sys.argv[1:])}")
+    say(f"# {datetime.datetime.now().isoformat(timespec='seconds')}, {platform.node()}, "
+        f"{os.cpu_count()} CPUs")
+    say(f"torch {torch.__version__}, --torch-threads {args.torch_threads}"
+        f"{' (the default: the number of CPUs)' if args.torch_threads == os.cpu_count() else ''}"
+        f"; zoo from {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}"
+        + (f"; baseline zoo from {os.path.abspath(args.baseline)}" if args.baseline else ""))
+    say(f"load average at start (1, 5, 15 min): {_loadavg()}")
 
     rows = []
     for size in sizes:
@@ -246,27 +289,39 @@ def main(argv=None) -> None:
         steps = args.steps if size == "small" else args.large_steps
         for builder in builders:
             speeds, rss = compare(builder, size, steps, args.rounds, args.seed,
-                                  args.torch_threads)
+                                  args.torch_threads, args.baseline)
             best = {side: max(v) for side, v in speeds.items()}
             med = {side: statistics.median(v) for side, v in speeds.items()}
             ratio = best["zoo"] / best["torch"]
             torch_name = f"nn.{TORCH_LAYER[builder]}"
-            print(f"[{size}] {builder:>10}: zoo " + ", ".join(f"{s:.0f}" for s in speeds["zoo"])
-                  + f" | {torch_name} " + ", ".join(f"{s:.0f}" for s in speeds["torch"])
-                  + f" -> ratio {ratio:.2f}; peak RSS zoo {rss['zoo']:.0f} MiB, "
-                  f"torch {rss['torch']:.0f} MiB", flush=True)
+            line = (f"[{size}] {builder:>10}: zoo " + ", ".join(f"{s:.0f}" for s in speeds["zoo"])
+                    + f" | {torch_name} " + ", ".join(f"{s:.0f}" for s in speeds["torch"]))
+            if "base" in speeds:
+                line += " | baseline " + ", ".join(f"{s:.0f}" for s in speeds["base"])
+            line += (f" -> ratio {ratio:.2f}; peak RSS zoo {rss['zoo']:.0f} MiB, "
+                     f"torch {rss['torch']:.0f} MiB; load {_loadavg()}")
+            say(line)
             rows.append((size, builder, torch_name, best, med, ratio, rss, units, window, batch))
 
-    print()
-    print(f"{'size':<6} {'builder':>10} {'zoo chars/s':>12} {'torch chars/s':>14} "
-          f"{'ratio':>6} {'(medians)':>9} {'zoo RSS MiB':>12} {'torch RSS MiB':>14}")
+    say()
+    base_cols = f" {'base/torch':>10} {'zoo/base':>8}" if args.baseline else ""
+    say(f"{'size':<6} {'builder':>10} {'zoo chars/s':>12} {'torch chars/s':>14} "
+        f"{'ratio':>6} {'(medians)':>9}{base_cols} {'zoo RSS MiB':>12} {'torch RSS MiB':>14}")
     for size, builder, torch_name, best, med, ratio, rss, units, window, batch in rows:
-        print(f"{size:<6} {builder:>10} {best['zoo']:>12.0f} {best['torch']:>14.0f} "
-              f"{ratio:>6.2f} {med['zoo'] / med['torch']:>9.2f} {rss['zoo']:>12.0f} "
-              f"{rss['torch']:>14.0f}")
-    print(f"sizes: " + "; ".join(f"{k} = {LAYERS} x {u} units, windows of {w}, batches of {b}"
-                                 for k, (u, w, b) in SIZES.items() if k in sizes)
-          + f"; best of {args.rounds} alternating timed epochs per side")
+        extra = ""
+        if args.baseline:
+            extra = f" {best['base'] / best['torch']:>10.2f} {best['zoo'] / best['base']:>8.2f}"
+        say(f"{size:<6} {builder:>10} {best['zoo']:>12.0f} {best['torch']:>14.0f} "
+            f"{ratio:>6.2f} {med['zoo'] / med['torch']:>9.2f}{extra} {rss['zoo']:>12.0f} "
+            f"{rss['torch']:>14.0f}")
+    say(f"sizes: " + "; ".join(f"{k} = {LAYERS} x {u} units, windows of {w}, batches of {b}"
+                               for k, (u, w, b) in SIZES.items() if k in sizes)
+        + f"; best of {args.rounds} alternating timed epochs per side (ratios of bests; the "
+        "medians' ratio beside)")
+    say(f"load average at end (1, 5, 15 min): {_loadavg()}")
+    if out:
+        out.close()
+        print(f"written to {args.out}")
 
 
 if __name__ == "__main__":

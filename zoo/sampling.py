@@ -15,7 +15,8 @@ gathered from a table of every id, every other LSTM / SimpleRNN layer is one pro
 ``[x, h] . [[kernel], [recurrent_kernel]]``, the temperature and the banned ids' mask are folded
 into the head's weights (outside the loop), and the draw is the Gumbel-max form of a
 categorical draw (argmax of logits / T - log(-log u)), which is what TensorFlow's own
-categorical sampler computes: the same seed draws the same ids as before.  Where XLA cannot compile the model the same loop runs
+categorical sampler computes: a seed draws the same ids as before up to rounding
+(bench/ab_sampling.py compares).  Where XLA cannot compile the model the same loop runs
 uncompiled (``ZOO_SAMPLER_XLA=0`` forces that).
 
 TensorFlow-only (``tf.function``, ``tf.while_loop``, stateless random ops), as the design asks.
