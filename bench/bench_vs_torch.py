@@ -227,18 +227,24 @@ def compare(builder, size, steps, rounds, seed, torch_threads=0, baseline=None):
     # One worker at a time starts (and warms up), so their set-up does not overlap timing.
     workers = {}
     order = ["zoo", "torch"] + (["base"] if baseline else [])
-    for side in order:
-        workers[side] = Worker(side, builder, size, steps, seed, torch_threads,
-                               baseline if side == "base" else None)
-        workers[side].ready()
-    speeds = {side: [] for side in order}
-    setups = {side: [] for side in order}
-    for r in range(rounds):
-        for side in (order if r % 2 == 0 else order[::-1]):
-            speed, setup = workers[side].epoch()
-            speeds[side].append(speed)
-            setups[side].append(setup)
-    rss = {side: w.finish() for side, w in workers.items()}
+    try:
+        for side in order:
+            workers[side] = Worker(side, builder, size, steps, seed, torch_threads,
+                                   baseline if side == "base" else None)
+            workers[side].ready()
+        speeds = {side: [] for side in order}
+        setups = {side: [] for side in order}
+        for r in range(rounds):
+            for side in (order if r % 2 == 0 else order[::-1]):
+                speed, setup = workers[side].epoch()
+                speeds[side].append(speed)
+                setups[side].append(setup)
+        rss = {side: w.finish() for side, w in workers.items()}
+    finally:  # on an error or an interrupt, no worker is left running
+        for w in workers.values():
+            if w.proc.poll() is None:
+                w.proc.kill()
+                w.proc.wait()
     return speeds, rss, {side: statistics.median(v) for side, v in setups.items()}
 
 
@@ -268,6 +274,9 @@ def main(argv=None) -> None:
     if args.worker:
         return worker_main(args)
 
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the workers get stopped
     sizes = [s for s in args.sizes.split(",") if s]
     builders = [b for b in args.builders.split(",") if b]
     for s in sizes:
