@@ -12,11 +12,23 @@ nn.Linear`` with a plain training loop.  Pairs:
 Two sizes: "small" (2 x 128 units, windows of 50, batches of 50) and "large" (2 x 512 units,
 windows of 100, batches of 64).  Each side runs in its own worker process (so each one's peak
 resident memory, ``ru_maxrss``, is its own); after a warm-up epoch, timed epochs of ``--steps``
-training steps alternate between the two workers, ``--rounds`` each, in one run.  The best
+training steps alternate between the two workers, ``--rounds`` each, in one run.  zoo's
+epoch is timed from its first step's start to its last step's end (``Model.fit``'s set-up per
+call, which a real epoch of hundreds of steps amortizes, is printed apart); PyTorch's is its
+whole loop.  The best
 epoch of each side gives the figures (the medians are printed too); the ratio is zoo / PyTorch.
 
     python bench/bench_vs_torch.py [--sizes small,large] [--builders lstm,gru,...]
                                    [--rounds 5] [--steps 20] [--large-steps 4]
+                                   [--torch-threads N] [--baseline DIR] [--out FILE]
+
+PyTorch runs with ``--torch-threads`` intra-op threads, by default the number of CPUs (what a
+user gets); the setting is printed.  ``--baseline DIR`` adds a third worker that runs zoo from
+another checkout (``PYTHONPATH=DIR``, e.g. ``git archive main | tar -x -C DIR``), in the same
+alternating rounds, for an A/B of a change under the same load.  The load average (1, 5 and 15
+minutes) is printed at the start and the end: on a shared machine a load above the number of
+CPUs means a contended run, and only the ratios of one run mean anything.  Everything printed
+also goes to ``--out`` (default ``bench/results/vs_torch.txt``).
 
 PyTorch is a bench-only dependency (the ``bench`` extra: ``torch==2.13.0``, CPU wheel).
 Targets on a 2-core CPU: lstm, gru and simple-rnn >= 1.0 at both sizes; tanh-rnn >= 1.3.
@@ -52,6 +64,13 @@ def _data(steps, window, batch, seed=0):
     return tokens[:, :-1], tokens[:, 1:]
 
 
+def _loadavg() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "unknown"
+
+
 def _maxrss_mib() -> float:
     import resource
 
@@ -77,18 +96,27 @@ def keras_worker(builder, units, window, batch, steps, seed):
     x, y = _data(steps, window, batch, seed)
     x, y = x.astype(np.int32), y.astype(np.int32)
 
-    class EpochTimer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
+    class StepTimer(keras.callbacks.Callback):
+        """From the first training step's start to the last one's end: the steady state of
+        an epoch.  ``Model.fit``'s set-up around it (data adapter, iterator, callbacks) is a
+        cost per ``fit`` call that a real epoch of hundreds of steps amortizes; it is timed
+        apart (``setup_s``) and printed, not counted in chars/s."""
 
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds = time.perf_counter() - self.start
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 0:
+                self.start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.end = time.perf_counter()
 
     def epoch():
-        timer = EpochTimer()
+        timer = StepTimer()
+        start = time.perf_counter()
         model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0,
                   callbacks=[timer])
-        return x.size / timer.seconds
+        total = time.perf_counter() - start
+        steps_s = timer.end - timer.start
+        return x.size / steps_s, total - steps_s
 
     return epoch
 
@@ -129,7 +157,7 @@ def torch_worker(builder, units, window, batch, steps, seed, threads=0):
             loss.backward()
             optimizer.step()
         float(loss.detach())
-        return x.numel() / (time.perf_counter() - start)
+        return x.numel() / (time.perf_counter() - start), 0.0
 
     return epoch
 
@@ -145,7 +173,8 @@ def worker_main(args) -> None:
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         if line.strip() == "epoch":
-            print(json.dumps({"chars_per_s": epoch()}), flush=True)
+            speed, setup = epoch()
+            print(json.dumps({"chars_per_s": speed, "setup_s": setup}), flush=True)
         else:
             break
     print(json.dumps({"maxrss_mib": _maxrss_mib()}), flush=True)
@@ -155,13 +184,17 @@ def worker_main(args) -> None:
 
 
 class Worker:
-    def __init__(self, side, builder, size, steps, seed, torch_threads=0):
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--builder", builder,
+    def __init__(self, side, builder, size, steps, seed, torch_threads=0, pythonpath=None):
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker",
+               "zoo" if side == "base" else side, "--builder", builder,
                "--size", size, "--steps", str(steps), "--seed", str(seed),
                "--torch-threads", str(torch_threads)]
+        env = dict(os.environ)
+        if pythonpath:
+            env["PYTHONPATH"] = os.path.abspath(pythonpath)
         self.side = side
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True)
+                                     text=True, env=env)
 
     def _reply(self):
         while True:
@@ -176,10 +209,11 @@ class Worker:
     def ready(self):
         return self._reply()
 
-    def epoch(self) -> float:
+    def epoch(self):
         self.proc.stdin.write("epoch\n")
         self.proc.stdin.flush()
-        return self._reply()["chars_per_s"]
+        reply = self._reply()
+        return reply["chars_per_s"], reply["setup_s"]
 
     def finish(self) -> float:
         self.proc.stdin.write("quit\n")
@@ -189,19 +223,29 @@ class Worker:
         return rss
 
 
-def compare(builder, size, steps, rounds, seed, torch_threads=0):
+def compare(builder, size, steps, rounds, seed, torch_threads=0, baseline=None):
     # One worker at a time starts (and warms up), so their set-up does not overlap timing.
     workers = {}
-    for side in ("zoo", "torch"):
-        workers[side] = Worker(side, builder, size, steps, seed, torch_threads)
-        workers[side].ready()
-    speeds = {"zoo": [], "torch": []}
-    order = ["zoo", "torch"]
-    for r in range(rounds):
-        for side in (order if r % 2 == 0 else order[::-1]):
-            speeds[side].append(workers[side].epoch())
-    rss = {side: w.finish() for side, w in workers.items()}
-    return speeds, rss
+    order = ["zoo", "torch"] + (["base"] if baseline else [])
+    try:
+        for side in order:
+            workers[side] = Worker(side, builder, size, steps, seed, torch_threads,
+                                   baseline if side == "base" else None)
+            workers[side].ready()
+        speeds = {side: [] for side in order}
+        setups = {side: [] for side in order}
+        for r in range(rounds):
+            for side in (order if r % 2 == 0 else order[::-1]):
+                speed, setup = workers[side].epoch()
+                speeds[side].append(speed)
+                setups[side].append(setup)
+        rss = {side: w.finish() for side, w in workers.items()}
+    finally:  # on an error or an interrupt, no worker is left running
+        for w in workers.values():
+            if w.proc.poll() is None:
+                w.proc.kill()
+                w.proc.wait()
+    return speeds, rss, {side: statistics.median(v) for side, v in setups.items()}
 
 
 def main(argv=None) -> None:
@@ -214,8 +258,14 @@ def main(argv=None) -> None:
     parser.add_argument("--large-steps", type=int, default=4,
                         help="training steps per timed epoch (large size)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--torch-threads", type=int, default=0,
-                        help="PyTorch's intra-op threads (default: PyTorch's own choice)")
+    parser.add_argument("--torch-threads", type=int, default=os.cpu_count() or 1,
+                        help="PyTorch's intra-op threads (default: the number of CPUs, %(default)s "
+                        "here)")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also time zoo from this checkout (PYTHONPATH=DIR)")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                      "results", "vs_torch.txt"),
+                        help="also write the report here (default: %(default)s)")
     # internal: run one side
     parser.add_argument("--worker", choices=["zoo", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--builder", help=argparse.SUPPRESS)
@@ -224,6 +274,9 @@ def main(argv=None) -> None:
     if args.worker:
         return worker_main(args)
 
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the workers get stopped
     sizes = [s for s in args.sizes.split(",") if s]
     builders = [b for b in args.builders.split(",") if b]
     for s in sizes:
@@ -236,37 +289,71 @@ def main(argv=None) -> None:
         import torch
     except ImportError:
         sys.exit("bench_vs_torch needs PyTorch: pip install torch==2.13.0 (the bench extra)")
-    threads = args.torch_threads or torch.get_num_threads()
-    print(f"torch {torch.__version__}, {threads} threads; "
-          f"{os.cpu_count()} CPUs", flush=True)
+    out = open(args.out, "w") if args.out else None
+
+    def say(line=""):
+        print(line, flush=True)
+        if out:
+            out.write(line + "\n")
+            out.flush()
+
+    import datetime
+    import platform
+
+    say(f"# bench/bench_vs_torch.py {' '.join(argv if argv is not None else sys.argv[1:])}")
+    say(f"# {datetime.datetime.now().isoformat(timespec='seconds')}, {platform.node()}, "
+        f"{os.cpu_count()} CPUs")
+    say(f"torch {torch.__version__}, --torch-threads {args.torch_threads}"
+        f"{' (the default: the number of CPUs)' if args.torch_threads == os.cpu_count() else ''}"
+        f"; zoo from {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}"
+        + (f"; baseline zoo from {os.path.abspath(args.baseline)}" if args.baseline else ""))
+    say(f"load average at start (1, 5, 15 min): {_loadavg()}")
 
     rows = []
     for size in sizes:
         units, window, batch = SIZES[size]
         steps = args.steps if size == "small" else args.large_steps
         for builder in builders:
-            speeds, rss = compare(builder, size, steps, args.rounds, args.seed,
-                                  args.torch_threads)
+            speeds, rss, setup = compare(builder, size, steps, args.rounds, args.seed,
+                                         args.torch_threads, args.baseline)
             best = {side: max(v) for side, v in speeds.items()}
             med = {side: statistics.median(v) for side, v in speeds.items()}
             ratio = best["zoo"] / best["torch"]
             torch_name = f"nn.{TORCH_LAYER[builder]}"
-            print(f"[{size}] {builder:>10}: zoo " + ", ".join(f"{s:.0f}" for s in speeds["zoo"])
-                  + f" | {torch_name} " + ", ".join(f"{s:.0f}" for s in speeds["torch"])
-                  + f" -> ratio {ratio:.2f}; peak RSS zoo {rss['zoo']:.0f} MiB, "
-                  f"torch {rss['torch']:.0f} MiB", flush=True)
-            rows.append((size, builder, torch_name, best, med, ratio, rss, units, window, batch))
+            line = (f"[{size}] {builder:>10}: zoo " + ", ".join(f"{s:.0f}" for s in speeds["zoo"])
+                    + f" | {torch_name} " + ", ".join(f"{s:.0f}" for s in speeds["torch"]))
+            if "base" in speeds:
+                line += " | baseline " + ", ".join(f"{s:.0f}" for s in speeds["base"])
+            line += (f" -> ratio {ratio:.2f}; peak RSS zoo {rss['zoo']:.0f} MiB, "
+                     f"torch {rss['torch']:.0f} MiB; zoo fit set-up {setup['zoo'] * 1000:.0f} ms "
+                     f"per epoch (not counted); load {_loadavg()}")
+            say(line)
+            chars = steps * window * batch
+            with_setup = chars / (chars / best["zoo"] + setup["zoo"]) / best["torch"]
+            rows.append((size, builder, torch_name, best, med, ratio, rss, units, window, batch,
+                         with_setup))
 
-    print()
-    print(f"{'size':<6} {'builder':>10} {'zoo chars/s':>12} {'torch chars/s':>14} "
-          f"{'ratio':>6} {'(medians)':>9} {'zoo RSS MiB':>12} {'torch RSS MiB':>14}")
-    for size, builder, torch_name, best, med, ratio, rss, units, window, batch in rows:
-        print(f"{size:<6} {builder:>10} {best['zoo']:>12.0f} {best['torch']:>14.0f} "
-              f"{ratio:>6.2f} {med['zoo'] / med['torch']:>9.2f} {rss['zoo']:>12.0f} "
-              f"{rss['torch']:>14.0f}")
-    print(f"sizes: " + "; ".join(f"{k} = {LAYERS} x {u} units, windows of {w}, batches of {b}"
-                                 for k, (u, w, b) in SIZES.items() if k in sizes)
-          + f"; best of {args.rounds} alternating timed epochs per side")
+    say()
+    base_cols = f" {'base/torch':>10} {'zoo/base':>8}" if args.baseline else ""
+    say(f"{'size':<6} {'builder':>10} {'zoo chars/s':>12} {'torch chars/s':>14} "
+        f"{'ratio':>6} {'(medians)':>9} {'(+set-up)':>9}{base_cols} {'zoo RSS MiB':>12} "
+        f"{'torch RSS MiB':>14}")
+    for size, builder, torch_name, best, med, ratio, rss, units, window, batch, ws in rows:
+        extra = ""
+        if args.baseline:
+            extra = f" {best['base'] / best['torch']:>10.2f} {best['zoo'] / best['base']:>8.2f}"
+        say(f"{size:<6} {builder:>10} {best['zoo']:>12.0f} {best['torch']:>14.0f} "
+            f"{ratio:>6.2f} {med['zoo'] / med['torch']:>9.2f} {ws:>9.2f}{extra} {rss['zoo']:>12.0f} "
+            f"{rss['torch']:>14.0f}")
+    say(f"sizes: " + "; ".join(f"{k} = {LAYERS} x {u} units, windows of {w}, batches of {b}"
+                               for k, (u, w, b) in SIZES.items() if k in sizes)
+        + f"; best of {args.rounds} alternating timed epochs per side (ratios of bests; the "
+        "medians' ratio beside; '+set-up': zoo's median fit set-up per epoch counted in, "
+        "as if an epoch had only the steps timed here)")
+    say(f"load average at end (1, 5, 15 min): {_loadavg()}")
+    if out:
+        out.close()
+        print(f"written to {args.out}")
 
 
 if __name__ == "__main__":

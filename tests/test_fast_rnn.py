@@ -135,6 +135,7 @@ def test_batch_split_into_parts(kind, monkeypatch):
     """The batch split into independent recurrences (3 uneven parts here) changes nothing."""
     monkeypatch.setattr(zoo_layers, "_BATCH_PARTS", 3)
     monkeypatch.setattr(zoo_layers, "_MIN_PART_ROWS", 1)
+    monkeypatch.setattr(zoo_layers, "_SPLIT_MIN_UNITS", 1)
     x, mask = _data(seed=3)
     ref, fast = _pair(kind, return_sequences=True, return_state=True, go_backwards=True)
     for m in (None, mask):
@@ -399,3 +400,19 @@ def test_builders_stay_cudnn_eligible_and_defer_to_keras_on_a_gpu(name, monkeypa
     assert zoo_layers.fast_path_reason(layer, tf.constant(x)) == "a GPU is visible"
     body[0](x)
     assert kernel_calls == [fused] * (2 if name.startswith("bi-") else 1)
+
+
+@pytest.mark.parametrize("units,parts", [(5, 1), (300, 2)])
+def test_only_wide_layers_split_the_batch(units, parts, monkeypatch):
+    """Narrow layers run the batch in one part (the split costs more than it gains there)."""
+    seen = []
+    real = fast_rnn.run
+
+    def run(*args, **kwargs):
+        seen.append(kwargs["batch_parts"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fast_rnn, "run", run)
+    layer = zoo_layers.GRU(units)
+    layer(np.zeros((20, 3, 2), "float32"))
+    assert seen == [parts]

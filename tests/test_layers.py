@@ -31,6 +31,7 @@ def use_path(monkeypatch, path):
     elif path == "unrolled-split":
         monkeypatch.setattr(zoo_layers, "_BATCH_PARTS", 3)
         monkeypatch.setattr(zoo_layers, "_MIN_PART_ROWS", 1)
+        monkeypatch.setattr(zoo_layers, "_SPLIT_MIN_UNITS", 1)
     else:
         raise ValueError(path)
 

@@ -145,7 +145,7 @@ def _gru_forward(xs, states0, U, rb, masks):
     """Keras GRU with reset_after=True; ``rb`` is the recurrent bias of the candidate (the
     recurrent biases of the two gates are folded into the input projection), or None."""
     (h,) = states0
-    hs, zs, rs, hhs, rhs = [], [], [], [], []
+    hs, saved = [], []
     units = h.shape[-1]
     for t, xp in enumerate(xs):
         inner = tf.matmul(h, U)
@@ -157,47 +157,43 @@ def _gru_forward(xs, states0, U, rb, masks):
         z, r = tf.split(zr, 2, axis=1)
         hh = tf.tanh(x_h + r * r_h)
         h_new = hh + z * (h - hh)
-        zs.append(z)
-        rs.append(r)
-        hhs.append(hh)
-        rhs.append(r_h)
+        saved.append((zr, z, r, hh, r_h, h))
         h = _carry(None if masks is None else masks[t], h_new, h)
         hs.append(h)
-    return hs, [h], (states0, hs, zs, rs, hhs, rhs, masks)
+    return hs, [h], (states0, hs, saved, masks)
 
 
 def _gru_backward(saved, d_hs, d_finals, U_t):
-    (h0,), hs, zs, rs, hhs, rhs, masks = saved
+    """Per step, as for the LSTM: the gate derivatives of a step (off the sequential path, so
+    the executor runs them beside it) and, on the path, one product ``dz . U^T``."""
+    (h0,), hs, per_step, masks = saved
     steps = len(hs)
-    z, r, hh, rh = (tf.stack(v, axis=0) for v in (zs, rs, hhs, rhs))
-    h_prev = tf.stack([h0] + hs[:-1], axis=0)
-    d_hpre = (1.0 - z) * (1.0 - hh * hh)       # d h_new / d candidate pre-activation
-    d_zpre = (h_prev - hh) * z * (1.0 - z)
-    d_rpre = d_hpre * rh * r * (1.0 - r)
-    inner_slopes = tf.concat([d_zpre, d_rpre, d_hpre * r], axis=2)
-    input_slopes = tf.concat([d_zpre, d_rpre, d_hpre], axis=2)
-    direct = z                                 # d h_new / d h_prev, outside the product
-    if masks is not None:
-        m = tf.cast(tf.stack(masks, axis=0), z.dtype)
-        inner_slopes = inner_slopes * m
-        input_slopes = input_slopes * m
-        direct = z * m + (1.0 - m)
-    inner_steps = tf.unstack(inner_slopes, num=steps, axis=0)
-    direct_steps = tf.unstack(direct, num=steps, axis=0)
-
     (g_h,) = d_finals
-    gs = [None] * steps
+    d_xp = [None] * steps
     d_inner = [None] * steps
     for t in reversed(range(steps)):
+        zr, z, r, hh, r_h, h_prev = per_step[t]
+        # Off the sequential path:
+        d_hpre = (1.0 - z) * (1.0 - hh * hh)     # d h_new / d candidate pre-activation
+        d_zr = tf.concat([h_prev - hh, d_hpre * r_h], axis=1) * (zr - zr * zr)
+        input_slopes = tf.concat([d_zr, d_hpre], axis=1)
+        inner_slopes = tf.concat([d_zr, d_hpre * r], axis=1)
+        direct = z                                # d h_new / d h_prev, outside the product
+        if masks is not None:
+            m = tf.cast(masks[t], z.dtype)
+            input_slopes = input_slopes * m
+            inner_slopes = inner_slopes * m
+            direct = z * m + (1.0 - m)
+        # The sequential path:
         if d_hs is not None:
             g_h = g_h + d_hs[t]
-        gs[t] = g_h
-        di = tf.concat([g_h, g_h, g_h], axis=1) * inner_steps[t]
+        g3 = tf.concat([g_h, g_h, g_h], axis=1)
+        di = g3 * inner_slopes
         d_inner[t] = di
-        g_h = tf.matmul(di, U_t) + g_h * direct_steps[t]
-    g_all = tf.stack(gs, axis=0)
-    d_xp = tf.tile(g_all, [1, 1, 3]) * input_slopes
-    return d_xp, tf.stack(d_inner, axis=0), h_prev, [g_h]
+        d_xp[t] = g3 * input_slopes
+        g_h = tf.matmul(di, U_t) + g_h * direct
+    h_prev = tf.stack([h0] + hs[:-1], axis=0)
+    return tf.stack(d_xp, axis=0), tf.stack(d_inner, axis=0), h_prev, [g_h]
 
 
 def _simple_forward(xs, states0, U, rb, masks):

@@ -33,9 +33,14 @@ __all__ = ["LSTM", "GRU", "SimpleRNN", "TanhRNN", "TanhRNNCell", "fast_path_reas
 _UNROLL_MAX_STEPS = 200
 
 # The fast path may split the batch into this many independent parts (of at least
-# _MIN_PART_ROWS rows each), whose recurrences a multi-core CPU then runs side by side.
+# _MIN_PART_ROWS rows each), whose recurrences a multi-core CPU then runs side by side.  Only
+# layers of at least _SPLIT_MIN_UNITS units are split: below that a step's products are so
+# small that the split's extra operations cost more than the second core gives back
+# (measured on a 2-core CPU, bench/ab_fast_rnn.py: 128 units, batch 50 ran as fast or faster
+# in one part, with about 2-12 % less CPU time).
 _BATCH_PARTS = 2
 _MIN_PART_ROWS = 8
+_SPLIT_MIN_UNITS = 256
 
 # False sends every call through Keras's loop (autodiff through the cell): the tests compare.
 _HANDWRITTEN_GRADIENT = True
@@ -108,7 +113,8 @@ class _FastLoop:
             go_backwards=self.go_backwards, return_sequences=self.return_sequences,
             zero_output_for_mask=self.zero_output_for_mask,
             max_steps=None if self.unroll else _UNROLL_MAX_STEPS,
-            batch_parts=_BATCH_PARTS, min_part_rows=_MIN_PART_ROWS,
+            batch_parts=_BATCH_PARTS if cell.units >= _SPLIT_MIN_UNITS else 1,
+            min_part_rows=_MIN_PART_ROWS,
         )
 
 

@@ -10,7 +10,13 @@ always uses the model's current weights, and nothing re-runs the model over a gr
 The generation loop runs in chunks of ``CHUNK`` steps, each chunk a rolled loop compiled with
 XLA (on a CPU this removes most of the per-operation cost of TensorFlow's graph executor: about
 six times faster at batch 1); the chunks are themselves steps of an ordinary ``tf.while_loop``,
-so any length is still one call.  Where XLA cannot compile the model the same loop runs
+so any length is still one call.  Per generated step: the first layer's input projection is a row
+gathered from a table of every id, every other LSTM / SimpleRNN layer is one product
+``[x, h] . [[kernel], [recurrent_kernel]]``, the temperature and the banned ids' mask are folded
+into the head's weights (outside the loop), and the draw is the Gumbel-max form of a
+categorical draw (argmax of logits / T - log(-log u)), which is what TensorFlow's own
+categorical sampler computes: a seed draws the same ids as before up to rounding
+(bench/ab_sampling.py compares).  Where XLA cannot compile the model the same loop runs
 uncompiled (``ZOO_SAMPLER_XLA=0`` forces that).
 
 TensorFlow-only (``tf.function``, ``tf.while_loop``, stateless random ops), as the design asks.
@@ -24,8 +30,9 @@ import numpy as np
 
 from zoo.errors import ZooError
 
-CHUNK = 64           # generation steps per compiled chunk
+CHUNK = 1024         # generation steps per compiled chunk (at most; the last may be shorter)
 _NEVER = -1e9        # added to the logits of ids that must never be drawn
+_TINY = 1e-30        # the smallest uniform draw (keeps the Gumbel noise finite)
 
 
 def seed_pair(seed: int) -> np.ndarray:
@@ -93,18 +100,44 @@ class Sampler:
             return None
         return first.project(self.embedding.embeddings)
 
-    def _step(self, ids, states, table=None):
-        """ids (n,) -> logits (n, vocab) float32 and the new states."""
+    def _head_weights(self, inv_temperature, mask):
+        """The head folded with the temperature and the banned ids' mask, when it is a plain
+        linear Dense layer: logits / T + mask = x . (W / T) + (b / T + mask), one product and
+        one addition per step.  None otherwise (the layer is then called)."""
+        import keras
         import tensorflow as tf
 
+        head = self.head
+        if type(head).call is not keras.layers.Dense.call \
+                or getattr(head, "lora_enabled", False) \
+                or head.activation not in (keras.activations.linear, None):
+            return None
+        kernel = tf.cast(head.kernel, head.compute_dtype)
+        bias = mask if not head.use_bias else tf.cast(head.bias, tf.float32) * inv_temperature \
+            + mask
+        return kernel * tf.cast(inv_temperature, kernel.dtype), bias
+
+    def _step(self, ids, states, table=None, prepared=None, head=None, inv_temperature=None,
+              mask=None):
+        """ids (n,) -> logits (n, vocab) float32 (divided by the temperature, banned ids
+        masked, when ``inv_temperature`` and ``mask`` are given) and the new states."""
+        import tensorflow as tf
+
+        prepared = prepared or [None] * len(self.steps)
         new_states = []
         for k, (s, st) in enumerate(zip(self.steps, states)):
             if k == 0 and table is not None:
-                x, st = s.recur(tf.gather(table, ids), st)
+                x, st = s.recur(tf.gather(table, ids), st, prepared[k])
             else:
-                x, st = s(self.embedding(ids) if k == 0 else x, st)
+                x, st = s(self.embedding(ids) if k == 0 else x, st, prepared[k])
             new_states.append(st)
-        return tf.cast(self.head(x), tf.float32), new_states
+        if head is not None:
+            kernel, bias = head
+            return tf.cast(tf.matmul(x, kernel), tf.float32) + bias, new_states
+        logits = tf.cast(self.head(x), tf.float32)
+        if inv_temperature is not None:
+            logits = (logits + mask) * inv_temperature
+        return logits, new_states
 
     # ------------------------------------------------------------------------ the graph
     def _function(self, greedy: bool, xla: bool):
@@ -116,24 +149,30 @@ class Sampler:
         mask = tf.constant(self._mask)
 
         @tf.function(jit_compile=xla, autograph=False)
-        def chunk(last, states, temperature, seed, start, table):
-            """CHUNK generation steps from ``last`` and ``states``; returns ids (CHUNK, n)."""
+        def chunk(last, states, inv_temperature, seed, start, count, table):
+            """``count`` (<= CHUNK) generation steps from ``last`` and ``states``; returns the
+            ids (CHUNK, n), zeros after ``count``.  Each id is the argmax of the logits divided
+            by the temperature plus Gumbel noise drawn by a stateless generator keyed by the
+            seed and the step number (the Gumbel-max way of sampling from the softmax), or of
+            the logits alone when greedy."""
 
             fused = None if table.shape.rank == 1 else table
+            prepared = [s.prepare() for s in self.steps]
+            head = self._head_weights(inv_temperature, mask)
 
             def gen(k, last, states, out):
-                logits, states = self._step(last, states, fused)
-                logits = logits + mask
-                if greedy:
-                    nxt = tf.argmax(logits, axis=-1, output_type=tf.int32)
-                else:
+                logits, states = self._step(last, states, fused, prepared, head,
+                                            inv_temperature, mask)
+                if not greedy:
                     step_seed = tf.random.experimental.stateless_fold_in(seed, start + k)
-                    nxt = tf.random.stateless_categorical(logits / temperature, 1, step_seed,
-                                                          dtype=tf.int32)[:, 0]
+                    u = tf.random.stateless_uniform(tf.shape(logits), step_seed,
+                                                    minval=_TINY, maxval=1.0)
+                    logits = logits - tf.math.log(-tf.math.log(u))
+                nxt = tf.argmax(logits, axis=-1, output_type=tf.int32)
                 return k + 1, nxt, states, out.write(k, nxt)
 
             out = tf.TensorArray(tf.int32, size=CHUNK, element_shape=last.shape)
-            _, last, states, out = tf.while_loop(lambda k, *_: k < CHUNK, gen,
+            _, last, states, out = tf.while_loop(lambda k, *_: k < count, gen,
                                                  (tf.constant(0), last, states, out))
             return last, states, out.stack()
 
@@ -145,9 +184,10 @@ class Sampler:
             p = tf.shape(prime)[1]
             states = [s.zero_state(n) for s in self.steps]
             table = self._table()
+            prepared = [s.prepare() for s in self.steps]
 
             def warm(t, states):  # feed the prime (all but its last id) through
-                _, states = self._step(prime[:, t], states, table)
+                _, states = self._step(prime[:, t], states, table, prepared)
                 return t + 1, states
 
             _, states = tf.while_loop(lambda t, _: t < p - 1, warm, (tf.constant(0), states))
@@ -156,8 +196,9 @@ class Sampler:
             out = tf.TensorArray(tf.int32, size=chunks, element_shape=tf.TensorShape([CHUNK, None]))
 
             def outer(j, last, states, out):
-                last, states, ids = chunk(last, states, temperature, seed, j * CHUNK,
-                                          table if table is not None else tf.zeros([0]))
+                count = tf.minimum(CHUNK, length - j * CHUNK)
+                last, states, ids = chunk(last, states, 1.0 / temperature, seed, j * CHUNK,
+                                          count, table if table is not None else tf.zeros([0]))
                 return j + 1, last, states, out.write(j, ids)
 
             _, _, _, out = tf.while_loop(lambda j, *_: j < chunks, outer,
@@ -231,37 +272,67 @@ class _CellStep:
             xp = xp + (bias[0] if self.kind == "gru" else bias)
         return xp
 
-    def recur(self, xp, states):
+    def prepare(self):
+        """The weights a step uses, computed once outside the step loop: for LSTM and
+        SimpleRNN cells the input and recurrent kernels stacked, so that a step from an input
+        ``x`` is one product ``[x, h] . [[kernel], [recurrent_kernel]]``."""
+        import tensorflow as tf
+
+        if self.kind not in ("lstm", "simple"):
+            return None
+        cell = self.cell
+        stacked = tf.concat([self._weight(cell.kernel), self._weight(cell.recurrent_kernel)], 0)
+        return stacked, self._weight(cell.bias) if cell.use_bias else None
+
+    def recur(self, xp, states, prepared=None):
         """The step from the input projection ``xp``: (output, new states)."""
+        import tensorflow as tf
+
+        inner = tf.matmul(states[0], self._weight(self.cell.recurrent_kernel))
+        return self._gates(xp, inner, states)
+
+    def _gates(self, xp, inner, states):
+        """The step from the input projection ``xp`` and ``inner`` = ``h . recurrent_kernel``;
+        ``inner`` None: ``xp`` is already their sum (LSTM, SimpleRNN)."""
         import tensorflow as tf
 
         cell = self.cell
         h = states[0]
-        inner = tf.matmul(h, self._weight(cell.recurrent_kernel))
-        if self.kind == "lstm":
-            i, f, c, o = tf.split(xp + inner, 4, axis=-1)
-            act, rec = cell.activation, cell.recurrent_activation
-            c = rec(f) * states[1] + rec(i) * act(c)
-            h = rec(o) * act(c)
-            return h, [h, c]
         if self.kind == "gru":
             if cell.use_bias:
                 inner = inner + self._weight(cell.bias)[1]
             x_z, x_r, x_h = tf.split(xp, 3, axis=-1)
             r_z, r_r, r_h = tf.split(inner, 3, axis=-1)
-            z = cell.recurrent_activation(x_z + r_z)
+            zg = cell.recurrent_activation(x_z + r_z)
             r = cell.recurrent_activation(x_r + r_r)
             hh = cell.activation(x_h + r * r_h)
-            h = z * h + (1.0 - z) * hh
+            h = zg * h + (1.0 - zg) * hh
             return h, [h]
-        h = xp + inner
+        z = xp if inner is None else xp + inner
+        if self.kind == "lstm":
+            i, f, c, o = tf.split(z, 4, axis=-1)
+            act, rec = cell.activation, cell.recurrent_activation
+            c = rec(f) * states[1] + rec(i) * act(c)
+            h = rec(o) * act(c)
+            return h, [h, c]
+        h = z
         if cell.activation is not None:
             h = cell.activation(h)
         return h, [h]
 
-    def __call__(self, x, states):
-        if self.kind is not None:
+    def __call__(self, x, states, prepared=None):
+        if self.kind is None:
+            out, new = self.cell(x, list(states), training=False)
+            new = list(new) if isinstance(new, (list, tuple)) else [new]
+            return out, new
+        if prepared is None:
             return self.recur(self.project(x), states)
-        out, new = self.cell(x, list(states), training=False)
-        new = list(new) if isinstance(new, (list, tuple)) else [new]
-        return out, new
+        import tensorflow as tf
+
+        stacked, bias = prepared
+        x = tf.cast(x, self.cell.compute_dtype)
+        z = tf.matmul(tf.concat([x, states[0]], -1), stacked)
+        if bias is not None:
+            z = z + bias
+        return self._gates(z, None, states)
+
