@@ -195,6 +195,7 @@ def test_tanh_rnn_gradients_equal_reference_bptt_and_central_differences(float64
     elif path == "unrolled-split":  # the batch of 3 in parts of 1 and 2 rows
         monkeypatch.setattr(layers, "_BATCH_PARTS", 2)
         monkeypatch.setattr(layers, "_MIN_PART_ROWS", 1)
+        monkeypatch.setattr(layers, "_SPLIT_MIN_UNITS", 1)  # split even these few units
     else:
         monkeypatch.setattr(layers, "_BATCH_PARTS", 1)
     monkeypatch.setattr(layers, "_GRAD_BLOCK", 3)  # blocks of 3, 3, 2 steps
