@@ -317,6 +317,17 @@ def test_mixed_precision(kind, policy):
         np.testing.assert_allclose(a, b, atol=tol * max(1.0, np.abs(b).max()), rtol=0)
 
 
+def test_float16_on_a_cpu_takes_keras_loop():
+    import keras
+
+    from zoo.layers import LSTM, fast_path_reason
+
+    x = np.zeros((2, 5, 3), np.float32)
+    layer = LSTM(4, dtype="mixed_float16")
+    assert fast_path_reason(layer, keras.ops.convert_to_tensor(x)) == "float16 on a CPU"
+    assert fast_path_reason(LSTM(4, dtype="mixed_bfloat16"), keras.ops.convert_to_tensor(x)) is None
+
+
 # --- weights, saving, cuDNN ------------------------------------------------------------------
 
 
