@@ -16,7 +16,7 @@ import pytest
 import pg
 from conftest import RECIPES, write
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(1200)
 
 # Tiny echo data: a trial trains in seconds; a learning rate of 1e39 overflows to NaN (a
 # failing trial, as a diverging or out-of-memory one would).
@@ -45,7 +45,7 @@ GRID = """\
 """
 
 
-def zoo(*args, env=None, timeout=400):
+def zoo(*args, env=None, timeout=900):
     return subprocess.run([sys.executable, "-m", "zoo.cli", *args], capture_output=True,
                           text=True, timeout=timeout, env=env)
 
@@ -122,9 +122,7 @@ def test_a_cluster_refuses_a_local_sqlite_store(store, tmp_path):
         assert len(lines) == 1 and "10.1.2.3" in lines[0], out.stderr
         assert "local file" in lines[0] and "MLFLOW_TRACKING_URI=http://" in lines[0]
         assert time.time() - t0 < 30  # refused at once: no attempt to reach the cluster
-    from zoo.tracking import client
-
-    assert client().search_runs([e.experiment_id for e in client().search_experiments()]) == []
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()   # nothing was created
 
 
 def test_without_ray_it_names_the_extra(store, tmp_path):
