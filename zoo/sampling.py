@@ -133,7 +133,10 @@ class Sampler:
             new_states.append(st)
         if head is not None:
             kernel, bias = head
-            return tf.cast(tf.matmul(x, kernel), tf.float32) + bias, new_states
+            # the head may compute in another dtype than the body (a float32 head over a
+            # mixed-precision body): cast as Keras's Dense would
+            logits = tf.matmul(tf.cast(x, kernel.dtype), kernel)
+            return tf.cast(logits, tf.float32) + bias, new_states
         logits = tf.cast(self.head(x), tf.float32)
         if inv_temperature is not None:
             logits = (logits + mask) * inv_temperature
