@@ -82,8 +82,12 @@ class Train(_Strict):
     @field_validator("epochs")
     @classmethod
     def _epochs(cls, v):
-        if isinstance(v, bool) or (isinstance(v, int) and not 1 <= v <= MAX_EPOCHS):
-            raise ValueError(f"must be 'auto' or a whole number from 1 to {MAX_EPOCHS}")
+        if isinstance(v, bool):
+            raise ValueError("must be 'auto' or a whole number of epochs")
+        if isinstance(v, int) and v < 1:
+            raise ValueError("input should be greater than or equal to 1")
+        if isinstance(v, int) and v > MAX_EPOCHS:
+            raise ValueError(f"input should be less than or equal to {MAX_EPOCHS}")
         return v
 
     @model_validator(mode="after")
