@@ -152,6 +152,8 @@ def _callbacks(task: Task, prepared: Prepared, recipe: Recipe, tracked, ckpt: Pa
         def on_epoch_end(self, epoch, logs=None):
             logs = {k: float(v) for k, v in (logs or {}).items()}
             logs.update(task.derived_metrics(logs))
+            lr = self.model.optimizer.learning_rate   # the schedule's value now
+            logs.setdefault("learning_rate", float(keras.ops.convert_to_numpy(lr)))
             for k, v in logs.items():
                 history.setdefault(k, []).append(v)
             tracked.log_metrics(logs, step=epoch)
@@ -294,7 +296,9 @@ def run(recipe: Recipe, *, fast_dev_run: bool = False, resume: str | None = None
 
     s = store.resolve()
     store.check(s, write=True)           # before data or TensorFlow: one line, quickly
-    _check_writable(store.checkpoint_root(s), "the checkpoint folder")
+    why = store.writable_folder(store.checkpoint_root(s))
+    if why:
+        raise ZooError(f"the checkpoint folder {store.checkpoint_root(s)} cannot be written: {why}")
     creates_store = not s.exists()
     task: Task = get_task(recipe.task)(recipe)
     resume_tags = _check_resume(recipe, resume, fast_dev_run) if resume is not None else None
@@ -387,14 +391,6 @@ def _restore_or_build(task: Task, prepared: Prepared, recipe: Recipe, strategy, 
     with strategy.scope():
         model = build_compiled(task, prepared, recipe, steps * recipe.train.max_epochs)
     return model, progress
-
-
-def _check_writable(folder: Path, what: str) -> None:
-    p = folder
-    while not p.exists() and p.parent != p:
-        p = p.parent
-    if not os.access(p, os.W_OK | os.X_OK):
-        raise ZooError(f"{what} {folder} cannot be created or written ({p} is not writable)")
 
 
 def _steps(task: Task, prepared: Prepared, recipe: Recipe, fast_dev_run: bool):

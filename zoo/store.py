@@ -148,7 +148,7 @@ def _probe_http(uri: str) -> str | None:
         return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
-def _writable_folder(folder: Path) -> str | None:
+def writable_folder(folder: Path) -> str | None:
     """None when ``folder`` exists and is writable or can be created, else why not."""
     p = folder
     while not p.exists():
@@ -174,7 +174,7 @@ def check(s: Store, *, write: bool) -> None:
         return
     path = s.sqlite_path
     if path is not None and write:
-        why = _writable_folder(path.parent)
+        why = writable_folder(path.parent)
         if why is None and path.exists() and not os.access(path, os.W_OK):
             why = f"{path} is read-only"
         if why:
