@@ -145,6 +145,9 @@ def _callbacks(task: Task, prepared: Prepared, recipe: Recipe, tracked, ckpt: Pa
                save_checkpoints: bool, on_epoch=None):
     import keras
 
+    from zoo.recipe import (AUTO_GRACE_EPOCHS, AUTO_LEARNED, AUTO_MIN_DELTA, AUTO_PATIENCE,
+                            EarlyStopping)
+
     class Tracking(keras.callbacks.Callback):
         """Per-epoch metrics (and the task's derived ones and text artifacts) into MLflow,
         then a resumable checkpoint."""
@@ -186,6 +189,21 @@ def _callbacks(task: Task, prepared: Prepared, recipe: Recipe, tracked, ckpt: Pa
                 if es_state.get("best_weights") is not None:
                     self.best_weights = es_state["best_weights"]
 
+        def on_epoch_end(self, epoch, logs=None):
+            """With ``epochs: auto``, patience starts once the model has learned something: a
+            model still on its first plateau (training loss above AUTO_LEARNED of the first
+            epoch's) is not stopped, for up to AUTO_GRACE_EPOCHS epochs."""
+            super().on_epoch_end(epoch, logs)
+            loss = (logs or {}).get("loss")
+            if not self.grace or loss is None or epoch >= AUTO_GRACE_EPOCHS:
+                return
+            first = history["loss"][0] if history.get("loss") else loss
+            if loss > AUTO_LEARNED * first:
+                self.wait = 0
+                if self.stopped_epoch == epoch:
+                    self.stopped_epoch = 0
+                    self.model.stop_training = False
+
     class TimeBudget(keras.callbacks.Callback):
         """Stops training before an epoch that would end past ``train.time_budget``: the next
         epoch is expected to take as long as the mean of those so far."""
@@ -213,14 +231,15 @@ def _callbacks(task: Task, prepared: Prepared, recipe: Recipe, tracked, ckpt: Pa
     if task.stateful:
         cbs.append(ResetStates())
     es = train.early_stopping
-    if es is None and train.epochs == "auto":
-        from zoo.recipe import AUTO_PATIENCE, EarlyStopping
-
-        es = EarlyStopping(monitor="val_loss", patience=AUTO_PATIENCE, restore_best_weights=True)
+    auto = es is None and train.epochs == "auto"
+    if auto:
+        es = EarlyStopping(monitor="val_loss", patience=AUTO_PATIENCE, min_delta=AUTO_MIN_DELTA,
+                           restore_best_weights=True)
     if es is not None:
         stopper = ResumableEarlyStopping(monitor=es.monitor, patience=es.patience,
                                          min_delta=es.min_delta,
                                          restore_best_weights=es.restore_best_weights)
+        stopper.grace = auto
         cbs.append(stopper)
     if train.lr_schedule is not None and train.lr_schedule.name == "plateau":
         s = train.lr_schedule
@@ -302,6 +321,10 @@ def run(recipe: Recipe, *, fast_dev_run: bool = False, resume: str | None = None
     creates_store = not s.exists()
     task: Task = get_task(recipe.task)(recipe)
     resume_tags = _check_resume(recipe, resume, fast_dev_run) if resume is not None else None
+    if recipe.init_from:
+        from zoo import warm_start
+
+        task.init_source = warm_start.load_source(recipe)
     echo(f"zoo: preparing the {recipe.task} data")
     prepared = task.prepare(fast=fast_dev_run)
     if resume_tags is not None and resume_tags.get("zoo.data_hash") != prepared.data_hash:
@@ -309,6 +332,8 @@ def run(recipe: Recipe, *, fast_dev_run: bool = False, resume: str | None = None
                        f"{prepared.data_hash} != {resume_tags.get('zoo.data_hash')})")
     _steps(task, prepared, recipe, fast_dev_run)   # a batch larger than the data: before any run
     strategy = _setup_runtime(recipe)
+    model = None if resume is not None else _new_model(task, prepared, recipe, strategy,
+                                                       fast_dev_run, echo)
     tracked = tracking.TrackedRun(recipe.experiment, resume=resume, parent_run_id=parent_run_id,
                                   s=s)
     if creates_store and s.how.startswith("./mlruns") and store.default_store() is None:
@@ -318,7 +343,7 @@ def run(recipe: Recipe, *, fast_dev_run: bool = False, resume: str | None = None
     try:
         with tracked:
             model, progress = _restore_or_build(task, prepared, recipe, strategy, tracked,
-                                                fast_dev_run, resume is not None, echo)
+                                                fast_dev_run, resume is not None, echo, model)
             history = _fit(task, prepared, recipe, model, progress, tracked, fast_dev_run,
                            on_epoch)
             result = _finish(task, prepared, recipe, model, history, tracked, fast_dev_run, echo,
@@ -365,9 +390,9 @@ class _Progress:
 
 
 def _restore_or_build(task: Task, prepared: Prepared, recipe: Recipe, strategy, tracked,
-                      fast_dev_run: bool, resuming: bool, echo):
-    """The model and where training stands: from the run's checkpoint when resuming, else a
-    new compiled model (the run's tags, params and recipe logged first)."""
+                      fast_dev_run: bool, resuming: bool, echo, model=None):
+    """The model and where training stands: from the run's checkpoint when resuming, else
+    ``model``, the new one (the run's tags, params and recipe logged)."""
     from zoo import tracking
 
     progress = _Progress(tracking.checkpoint_dir(tracked.run_id), history={})
@@ -387,10 +412,26 @@ def _restore_or_build(task: Task, prepared: Prepared, recipe: Recipe, strategy, 
     tracked.log_datasets({"train": prepared.train, "val": prepared.val, "test": prepared.test},
                          str(prepared.info.get("source_url") or prepared.info.get("source", "")),
                          recipe.task, prepared.data_hash)
+    if task.init_source is not None:
+        src = task.init_source
+        tracked.set_tags({"zoo.init_from": f"{src.name}/{src.version}"})
+    return model, progress
+
+
+def _new_model(task: Task, prepared: Prepared, recipe: Recipe, strategy, fast_dev_run: bool,
+               echo):
+    """A new compiled model, warm-started if the recipe says so (before any run exists, so a
+    source that does not fit fails with nothing written)."""
     steps, _, _ = _steps(task, prepared, recipe, fast_dev_run)
     with strategy.scope():
         model = build_compiled(task, prepared, recipe, steps * recipe.train.max_epochs)
-    return model, progress
+        if task.init_source is not None:
+            from zoo import warm_start
+
+            src = task.init_source
+            copied = warm_start.copy_weights(model, src, recipe)
+            echo(f"zoo: warm start from {src.name} version {src.version}: {'; '.join(copied)}")
+    return model
 
 
 def _steps(task: Task, prepared: Prepared, recipe: Recipe, fast_dev_run: bool):
@@ -406,6 +447,18 @@ def _steps(task: Task, prepared: Prepared, recipe: Recipe, fast_dev_run: bool):
     return steps, None, drop
 
 
+def _passes_per_epoch(recipe: Recipe, steps: int, fast_dev_run: bool) -> int:
+    """Passes over the training data per epoch: 1, except with ``epochs: auto`` on data so
+    small that a pass is under AUTO_MIN_STEPS steps; then the fewest whole passes that make
+    that many, so that patience, the learning-rate schedule and the logs count in units of
+    real training rather than in a few steps each."""
+    from zoo.recipe import AUTO_MIN_STEPS
+
+    if fast_dev_run or recipe.train.epochs != "auto":
+        return 1
+    return max(1, math.ceil(AUTO_MIN_STEPS / steps))
+
+
 def _verbosity(recipe: Recipe) -> int:
     """Keras's progress: a bar with rate and ETA on a terminal, one line per epoch otherwise."""
     if recipe.train.verbose is not None:
@@ -419,15 +472,16 @@ def _fit(task: Task, prepared: Prepared, recipe: Recipe, model, progress: _Progr
     bs = recipe.train.batch_size
     epochs = 1 if fast_dev_run else recipe.train.max_epochs
     steps, val_steps, drop = _steps(task, prepared, recipe, fast_dev_run)
+    passes = _passes_per_epoch(recipe, steps, fast_dev_run)
     history = progress.history
     callbacks, stopper, clock = _callbacks(task, prepared, recipe, tracked, progress.ckpt,
                                            history, progress.early_stopping,
                                            save_checkpoints=not fast_dev_run, on_epoch=on_epoch)
     if progress.first_epoch < epochs:
-        train_ds = train_dataset(prepared.train, bs, recipe.train.seed, progress.first_epoch,
-                                 epochs, task.shuffle, drop)
+        train_ds = train_dataset(prepared.train, bs, recipe.train.seed,
+                                 progress.first_epoch * passes, epochs * passes, task.shuffle, drop)
         model.fit(train_ds, epochs=epochs, initial_epoch=progress.first_epoch,
-                  steps_per_epoch=steps, validation_data=eval_dataset(prepared.val, bs, drop),
+                  steps_per_epoch=steps * passes, validation_data=eval_dataset(prepared.val, bs, drop),
                   validation_steps=val_steps, callbacks=callbacks, verbose=_verbosity(recipe))
     if any(not math.isfinite(v) for v in history.get("loss", [])):
         raise RuntimeError("training loss became NaN or infinite (TerminateOnNaN stopped it)")
@@ -440,7 +494,8 @@ def _fit(task: Task, prepared: Prepared, recipe: Recipe, model, progress: _Progr
                + (", its weights kept)" if stopper.restore_best_weights else ")"))
     else:
         why = f"all {done} epochs"
-    tracked.set_tags({"zoo.stopped": why, "zoo.train_seconds": f"{clock['train_seconds']:.1f}"})
+    tracked.set_tags({"zoo.stopped": why, "zoo.train_seconds": f"{clock['train_seconds']:.1f}",
+                      "zoo.passes_per_epoch": str(passes)})
     return history
 
 

@@ -63,11 +63,16 @@ class LRSchedule(_Strict):
 
 AUTO_MAX_EPOCHS = 1000   # with epochs: auto, training stops on early stopping or the budget
 AUTO_PATIENCE = 2
+AUTO_MIN_STEPS = 50   # with epochs: auto, an epoch is whole passes of at least this many steps
+AUTO_MIN_DELTA = 1e-3  # ... val_loss must fall by more than this (nats) to count as improving
+AUTO_LEARNED = 0.9     # ... patience starts once training loss is below 0.9x the first epoch's
+AUTO_GRACE_EPOCHS = 20  # ... or after this many epochs at the latest
 
 
 class Train(_Strict):
     # a whole number, or "auto": until val_loss stops improving (train.early_stopping, else
-    # patience 2 with the best weights kept) or train.time_budget runs out
+    # patience 2 with the best weights kept) or train.time_budget runs out; on data of under
+    # AUTO_MIN_STEPS batches an epoch is then as many whole passes as make that many steps
     epochs: int | Literal["auto"] = Field(10)
     time_budget: float | None = Field(None, gt=0, le=7 * 24 * 60)   # minutes of training
     lr_schedule: LRSchedule | None = None
@@ -120,6 +125,7 @@ class Recipe(BaseModel):
     data: BaseModel
     model: str
     params: BaseModel                      # the builder's validated hyperparameters
+    init_from: str | None = None           # NAME, NAME@ALIAS or NAME/VERSION: a warm start
     train: Train
     track: Track
 
@@ -140,7 +146,8 @@ class Recipe(BaseModel):
         return {
             "task": {"name": self.task, **self.task_options.model_dump(mode="json")},
             "data": self.data.model_dump(mode="json"),
-            "model": {"name": self.model, **self.hparams},
+            "model": {"name": self.model, **self.hparams,
+                      **({"init_from": self.init_from} if self.init_from else {})},
             "train": self.train.model_dump(mode="json"),
             "track": {**self.track.model_dump(mode="json"), "registered_name": self.registered_name,
                       "experiment": self.experiment},
@@ -390,6 +397,9 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         model_info(model_name)
     except ZooError as exc:
         raise ZooError(f"{path}: model.name: {exc}") from None
+    init_from = hparams.pop("init_from", None)
+    if init_from is not None:
+        init_from = _check_init_from(init_from, task_cls, path)
     params = validate_params(model_name, hparams, where=f"{path}: ")
 
     recipe = Recipe(
@@ -399,12 +409,30 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         data=_validate(task_cls.Data, data.get("data"), path, "data"),
         model=model_name,
         params=params,
+        init_from=init_from,
         train=_validate(Train, data.get("train"), path, "train"),
         track=_validate(Track, data.get("track"), path, "track"),
     )
     task_cls.check(recipe)
     _check_size(recipe, model_info(model_name).layer)
     return recipe
+
+
+INIT_FROM_RULE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(@[A-Za-z0-9_\-]+|/[0-9]+)?$"
+
+
+def _check_init_from(value: Any, task_cls, path: Path) -> str:
+    """``model.init_from``: a registered model to warm-start from, for tasks that can."""
+    if not isinstance(value, str) or not re.match(INIT_FROM_RULE, value):
+        raise ZooError(f"{path}: model.init_from: expected a registered model as NAME, NAME@ALIAS "
+                       f"or NAME/VERSION, e.g. lstm-word-lm@champion (got {value!r})")
+    if not task_cls.warm_starts:
+        from zoo.tasks import list_tasks, get_task
+
+        able = [t for t in list_tasks() if get_task(t).warm_starts]
+        raise ZooError(f"{path}: model.init_from: task {task_cls.name!r} cannot warm-start from "
+                       f"another model (tasks that can: {', '.join(able)})")
+    return value
 
 
 def _check_size(recipe: Recipe, layer: str) -> None:

@@ -65,12 +65,15 @@ class Task:
     stateful: ClassVar[bool] = False       # stateful body, static batch, no shuffling
     shuffle: ClassVar[bool] = True
     generates: ClassVar[bool] = False      # predicts left to right: no bidirectional body
+    # model.init_from: takes the vocabulary, embedding and recurrent weights of a word model
+    warm_starts: ClassVar[bool] = False
     loaded_class: ClassVar[type["LoadedModel"]]   # what zoo.load returns for this task
 
     def __init__(self, recipe) -> None:
         self.recipe = recipe
         self.options = recipe.task_options
         self.data = recipe.data
+        self.init_source: LoadedModel | None = None   # model.init_from, loaded by the engine
 
     # ----- validation beyond the schema (files that must exist, cross-field rules) ---------
     @classmethod
@@ -100,8 +103,9 @@ class Task:
             check_fractions(getattr(d, "val_fraction", 0.0), getattr(d, "test_fraction", 0.0))
         except ZooError as exc:
             raise ZooError(f"{recipe.path}: {exc}") from None
-        if getattr(d, "path", None) is not None:
-            resolve_data_path(recipe.path, d.path, "data.path")
+        for key in ("path", "test_path"):
+            if getattr(d, key, None) is not None:
+                resolve_data_path(recipe.path, getattr(d, key), f"data.{key}")
 
     def resolve_path(self, value: str, key: str) -> Path:
         """A data path from the recipe: relative to the recipe's folder, else to the cwd."""

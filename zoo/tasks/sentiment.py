@@ -4,7 +4,10 @@ Data: the Rotten Tomatoes sentences rated by people (default), or the user's CSV
 folder per label, or one file per label.  Texts are tokenized with NLTK (no downloaded data),
 mapped through a vocabulary of the training split (id 1 for words outside it) and padded at
 the end with id 0, which the embedding masks, so padding never changes a prediction.
-Model: Embedding(mask_zero) -> recurrent body (last state) -> softmax over the labels.
+Model: Embedding(mask_zero) -> recurrent body (last state, or pooling over every step) ->
+softmax over the labels.  With ``model.init_from`` (a registered word model, e.g. a word-lm
+trained on unlabelled text) the vocabulary, embedding and recurrent weights come from it
+(:mod:`zoo.warm_start`).
 Test metrics from scikit-learn: accuracy, macro F1, per-class precision and recall, and a
 confusion-matrix plot.
 """
@@ -27,6 +30,7 @@ FAST_EXAMPLES = 64
 
 class SentimentData(Settings):
     path: str | None = None            # None: the Rotten Tomatoes sentences
+    test_path: str | None = None       # a held-out test set of its own (then test_fraction is unused)
     format: str = Field("auto", pattern="^(auto|csv|tsv|folders|files)$")
     encoding: str = "utf-8"
     text_column: str = "text"
@@ -99,6 +103,7 @@ class SentimentTask(Task):
     Data = SentimentData
     main_metric = "accuracy"
     greater_is_better = True
+    warm_starts = True
 
     @property
     def return_sequences(self) -> bool:  # pooling reads every step; else the last state
@@ -118,6 +123,20 @@ class SentimentTask(Task):
                                      text_column=d.text_column, label_column=d.label_column)
         return ex, {"source": str(p)}
 
+    def _test_examples(self, labels: list[str]):
+        """``data.test_path``, read like ``data.path``; its labels must be the training ones."""
+        from zoo.data import sentiment
+
+        d = self.data
+        p = self.resolve_path(d.test_path, "data.test_path")
+        ex = sentiment.load_labelled(p, d.format, encoding=d.encoding,
+                                     text_column=d.text_column, label_column=d.label_column)
+        unknown = sorted({label for _, label in ex} - set(labels))
+        if unknown:
+            raise ZooError(f"{p}: data.test_path: label(s) {', '.join(map(repr, unknown))} are not "
+                           f"among the training labels ({', '.join(map(repr, labels))})")
+        return ex
+
     def prepare(self, fast: bool = False) -> Prepared:
         from zoo.data.sentiment import stratified_split
         from zoo.data.text import WordTokenizer, WordVocab
@@ -130,14 +149,23 @@ class SentimentTask(Task):
         if small:
             raise ZooError(f"{info['source']}: too few examples to split for label(s) {', '.join(small)}; "
                            "each label needs at least 3")
+        test_given = self._test_examples(labels) if d.test_path is not None else None
         try:
-            train, val, test = stratified_split(examples, d.val_fraction, d.test_fraction,
+            train, val, test = stratified_split(examples, d.val_fraction,
+                                                0.0 if test_given else d.test_fraction,
                                                 self.recipe.train.seed)
         except ValueError as exc:
             raise ZooError(f"{info['source']}: cannot split {len(examples)} examples into "
                            f"train/val/test by label: {exc}") from None
-        tokenizer = WordTokenizer(lowercase=d.lowercase)
-        vocab = WordVocab.build((tokenizer.tokenize(t) for t, _ in train), d.vocabulary_size)
+        if test_given:
+            test = test_given
+            info["test_source"] = str(self.resolve_path(d.test_path, "data.test_path"))
+        if self.init_source is not None:   # model.init_from: the source model's words and ids
+            tokenizer, vocab = _preprocessors(self.init_source.preprocessing)
+            info["vocabulary_from"] = self.recipe.init_from
+        else:
+            tokenizer = WordTokenizer(lowercase=d.lowercase)
+            vocab = WordVocab.build((tokenizer.tokenize(t) for t, _ in train), d.vocabulary_size)
         if fast:
             train, val, test = train[:FAST_EXAMPLES], val[:FAST_EXAMPLES], test[:FAST_EXAMPLES]
         index = {label: i for i, label in enumerate(labels)}
@@ -150,8 +178,10 @@ class SentimentTask(Task):
         tr, va, te = split(train), split(val), split(test)
         pre = {"tokenizer": tokenizer.to_json(), "vocab": vocab.to_json(), "labels": labels,
                "max_length": d.max_length}
+        words = tr.x[tr.x != 0]
         info.update(examples=len(examples), labels=", ".join(labels), vocabulary=len(vocab),
-                    train=len(tr), val=len(va), test=len(te))
+                    train=len(tr), val=len(va), test=len(te),
+                    oov_rate=round(float((words == vocab.unk_id).mean()) if words.size else 0.0, 4))
         return Prepared(tr, va, te, pre, hash_arrays(tr.x, tr.y, va.x, te.x, te.y), info,
                         extra={"test_texts": [t for t, _ in test]})
 
