@@ -3,6 +3,8 @@ schedules, and the reason a run stopped, recorded on the run."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from conftest import write
@@ -33,10 +35,14 @@ def test_epochs_auto_stops_when_validation_stops_improving(store, tmp_path):
     res = _run(tmp_path, "train.epochs=auto", "train.optimizer.learning_rate=0.05")
     stopped = _tags(store, res.run_id)["zoo.stopped"]
     assert 2 < res.epochs_run < 1000
-    assert stopped.startswith("no val_loss improvement for 3 epochs") and "weights kept" in stopped
+    m = re.match(r"no val_loss improvement for (\d+) epochs \(best epoch (\d+) of (\d+), its "
+                 r"weights kept\)$", stopped)
+    assert m, stopped
+    since, best, of = map(int, m.groups())
+    assert of == res.epochs_run and since == of - best and since >= 2   # patience 2
 
 
-def test_time_budget_stops_before_an_epoch_that_would_not_fit(store, tmp_path):
+def test_time_budget_stops_training_where_it_runs_out(store, tmp_path):
     res = _run(tmp_path, "train.epochs=500", "train.time_budget=0.1")
     tags = _tags(store, res.run_id)
     assert tags["zoo.stopped"].startswith("the time budget of 0.1 min")
@@ -50,6 +56,11 @@ def test_learning_rate_schedules(store, tmp_path):
     assert _tags(store, cos.run_id)["zoo.stopped"] == "all 3 epochs"
     lrs = [m.value for m in mlflow.MlflowClient(store).get_metric_history(cos.run_id, "learning_rate")]
     assert len(lrs) == 3 and lrs[0] > lrs[1] > lrs[2] >= 0.02 * 0.1
+    # epochs: auto with a time budget: the cosine runs by the clock, over the budget
+    clock = _run(tmp_path, "train.epochs=auto", "train.time_budget=0.15",
+                 "train.early_stopping={patience: 1000}", "train.lr_schedule={name: cosine}")
+    lrs = [m.value for m in mlflow.MlflowClient(store).get_metric_history(clock.run_id, "learning_rate")]
+    assert len(lrs) >= 2 and all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] < 0.02 * 0.5
     plateau = _run(tmp_path, "train.epochs=4", "train.optimizer.learning_rate=1.0",
                    "train.lr_schedule={name: plateau, factor: 0.5, patience: 0}")
     hist = mlflow.MlflowClient(store).get_metric_history(plateau.run_id, "learning_rate")
@@ -65,7 +76,8 @@ def test_bad_values_named(tmp_path, override, message):
 
     with pytest.raises(ZooError, match=message):
         load_recipe(write(tmp_path / "echo.yaml", ECHO), [override])
-    with pytest.raises(ZooError, match="lr_schedule cosine decays over a known number of epochs"):
+    with pytest.raises(ZooError, match="lr_schedule cosine decays over a known number of epochs "
+                                       "or a time budget"):
         load_recipe(write(tmp_path / "echo.yaml", ECHO),
                     ["train.epochs=auto", "train.lr_schedule={name: cosine}"])
 

@@ -78,7 +78,7 @@ def make_optimizer(recipe: Recipe, total_steps: int = 1):
     opt = recipe.train.optimizer
     lr: Any = opt.learning_rate
     sched = recipe.train.lr_schedule
-    if sched is not None and sched.name == "cosine":
+    if sched is not None and sched.name == "cosine" and recipe.train.epochs != "auto":
         lr = keras.optimizers.schedules.CosineDecay(opt.learning_rate, max(1, total_steps),
                                                     alpha=sched.final_fraction)
     kwargs: dict[str, Any] = {"learning_rate": lr}
@@ -205,25 +205,43 @@ def _callbacks(task: Task, prepared: Prepared, recipe: Recipe, tracked, ckpt: Pa
                     self.model.stop_training = False
 
     class TimeBudget(keras.callbacks.Callback):
-        """Stops training before an epoch that would end past ``train.time_budget``: the next
-        epoch is expected to take as long as the mean of those so far."""
+        """Stops training when ``train.time_budget`` is spent, mid-epoch if need be: the
+        epoch is cut short where its validation and logging (timed at the epoch before) still
+        end within the budget; that last epoch is validated and logged like the others."""
 
         def on_train_begin(self, logs=None):
             self.start = time.monotonic() - clock["train_seconds"]
-            self.begun = clock["epochs_timed"]
+            self.after_epoch = 0.0     # validation, logging and checkpoint of one epoch
+            self.last_batch = None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if self.last_batch is not None:
+                self.after_epoch = time.monotonic() - self.last_batch
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if by_clock is not None:   # lr_schedule cosine with epochs: auto: over the budget
+                done = min(1.0, (time.monotonic() - self.start) / (recipe.train.time_budget * 60))
+                frac = by_clock.final_fraction
+                scale = frac + (1 - frac) * 0.5 * (1 + math.cos(math.pi * done))
+                self.model.optimizer.learning_rate.assign(recipe.train.optimizer.learning_rate * scale)
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.last_batch = time.monotonic()
+            budget = recipe.train.time_budget
+            if budget is not None and not self.model.stop_training and \
+                    self.last_batch - self.start + self.after_epoch >= budget * 60:
+                self.model.stop_training = True
+                clock["stopped_by_budget"] = True
+                clock["cut_short"] = batch + 1 < (self.params or {}).get("steps", 0)
 
         def on_epoch_end(self, epoch, logs=None):
             clock["train_seconds"] = time.monotonic() - self.start
             clock["epochs_timed"] += 1
-            budget = recipe.train.time_budget
-            if budget is None:
-                return
-            mean = clock["train_seconds"] / max(1, clock["epochs_timed"])
-            if clock["train_seconds"] + mean > budget * 60:
-                self.model.stop_training = True
-                clock["stopped_by_budget"] = True
 
     train = recipe.train
+    sched = train.lr_schedule
+    by_clock = sched if sched is not None and sched.name == "cosine" and train.epochs == "auto" \
+        else None
     clock = {"train_seconds": (es_state or {}).get("train_seconds", 0.0),
              "epochs_timed": (es_state or {}).get("epochs_timed", 0), "stopped_by_budget": False}
     stopper = None
@@ -487,9 +505,11 @@ def _fit(task: Task, prepared: Prepared, recipe: Recipe, model, progress: _Progr
         raise RuntimeError("training loss became NaN or infinite (TerminateOnNaN stopped it)")
     done = len(history.get("loss", []))
     if clock["stopped_by_budget"]:
-        why = f"the time budget of {recipe.train.time_budget:g} min (after {done} epochs)"
+        why = (f"the time budget of {recipe.train.time_budget:g} min (after {done} epochs"
+               + (", the last one cut short)" if clock.get("cut_short") else ")"))
     elif stopper is not None and stopper.stopped_epoch > 0:
-        why = (f"no {stopper.monitor} improvement for {stopper.patience + 1} epochs (best epoch "
+        why = (f"no {stopper.monitor} improvement for {stopper.stopped_epoch - stopper.best_epoch} "
+               f"epochs (best epoch "
                f"{stopper.best_epoch + 1} of {done}"
                + (", its weights kept)" if stopper.restore_best_weights else ")"))
     else:

@@ -52,7 +52,8 @@ class EarlyStopping(_Strict):
 class LRSchedule(_Strict):
     """How the learning rate changes during training: ``plateau`` multiplies it by ``factor``
     when val_loss has not improved for ``patience`` epochs; ``cosine`` decays it along a
-    half cosine to ``final_fraction`` of its start over all the training steps."""
+    half cosine to ``final_fraction`` of its start over all the training steps (with
+    ``epochs: auto``, over ``train.time_budget``: by the clock)."""
 
     name: Literal["plateau", "cosine"]
     factor: float = Field(0.5, gt=0, lt=1)
@@ -98,9 +99,10 @@ class Train(_Strict):
     @model_validator(mode="after")
     def _cosine_needs_epochs(self):
         if self.lr_schedule is not None and self.lr_schedule.name == "cosine" \
-                and self.epochs == "auto":
-            raise ValueError("lr_schedule cosine decays over a known number of epochs: give "
-                             "train.epochs as a number (or use lr_schedule plateau)")
+                and self.epochs == "auto" and self.time_budget is None:
+            raise ValueError("lr_schedule cosine decays over a known number of epochs or a "
+                             "time budget: give train.epochs as a number or a "
+                             "train.time_budget (or use lr_schedule plateau)")
         return self
 
     @property
