@@ -324,7 +324,7 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
         if not tagged["done"]:
             tracking.tag_current_run(tags)
             tagged["done"] = True
-        if epoch + 1 >= recipe.train.epochs:
+        if epoch + 1 >= recipe.train.max_epochs:
             # The last epoch is reported once the run has finished (test split, model logged):
             # a scheduler that stops a trial at its last report would cut that short.
             last["logs"] = {**logs, "epoch": epoch + 1}
@@ -701,7 +701,7 @@ def _tune(sweep: Sweep, parent_id: str, experiment: str, address: str | None, do
         else:
             num_samples = todo
         scheduler = (ASHAScheduler(time_attr="training_iteration", grace_period=sweep.section.grace_period,
-                                   max_t=max(sweep.recipe.train.epochs, 1), reduction_factor=2)
+                                   max_t=max(sweep.recipe.train.max_epochs, 1), reduction_factor=2)
                      if sweep.section.scheduler == "asha" else FIFOScheduler())
         trainable = tune.with_resources(tune.with_parameters(_trial, ctx=ctx),
                                         {"cpu": res.cpu, "gpu": res.gpu})
