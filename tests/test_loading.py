@@ -25,7 +25,7 @@ ECHO = """
 task: echo
 data: {total_series_length: 6000, eval_series_length: 1500, truncated_backprop_length: 15}
 model: {name: tanh-rnn, units: 4}
-train: {epochs: 1, batch_size: 5, seed: 7, verbose: 0, optimizer: {learning_rate: 0.02}}
+train: {epochs: 3, batch_size: 5, seed: 7, verbose: 0, optimizer: {learning_rate: 0.02}}
 """
 SERIES = "1 0 1 1 0 0 1 0 1 1 1 0 0 0 1 1 0 1 0 0"
 ECHOED = "0 0 0 " + " ".join(SERIES.split()[:-3])

@@ -29,12 +29,14 @@ track: {{experiment: tiny-sweep, registered_name: tiny-echo}}
 sweep:
 {sweep}
 """
+# the second trial is long (30 epochs), so that Ctrl+C after the first one finishes always
+# lands while the second is still running
 GRID2 = """\
   search: grid
   scheduler: none
   max_concurrent: 1
   space:
-    train.optimizer.learning_rate: {choice: [0.3, 1.0]}
+    train.epochs: {choice: [2, 30]}
 """
 GRID = """\
   search: grid
