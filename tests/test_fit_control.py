@@ -102,3 +102,34 @@ track: {{registered_name: pool-{pooling}}}
     assert layer is not None
     got = m.predict(["a good a film", "a bad b film"])
     assert [g["label"] for g in got] == ["pos", "neg"]
+
+
+def test_auto_epochs_of_several_passes_resume_as_if_never_stopped(store, tmp_path):
+    """On data of 20 steps a pass, an auto epoch is 3 passes; a run stopped (Ctrl+C) after its
+    second epoch and resumed ends with the history and metrics of a run never stopped."""
+    import mlflow
+
+    overrides = ["train.epochs=auto", "train.optimizer.learning_rate=0.05"]
+    recipe = load_recipe(write(tmp_path / "echo.yaml", ECHO), overrides)
+
+    def interrupt(epoch, logs):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(recipe, echo=lambda *a: None, on_epoch=interrupt)
+    c = mlflow.MlflowClient(store)
+    exp = c.get_experiment_by_name("echo")
+    (killed,) = c.search_runs([exp.experiment_id], "attributes.status = 'KILLED'")
+    resumed = run(recipe, echo=lambda *a: None, resume=killed.info.run_id)
+    straight = run(recipe, echo=lambda *a: None)
+    assert resumed.run_id == killed.info.run_id and resumed.epochs_run == straight.epochs_run > 2
+
+    def losses(run_id):
+        return [m.value for m in sorted(c.get_metric_history(run_id, "loss"), key=lambda m: m.step)]
+
+    assert losses(resumed.run_id) == pytest.approx(losses(straight.run_id), rel=1e-5)
+    assert resumed.test_metrics == pytest.approx(straight.test_metrics, rel=1e-5, abs=1e-6)
+    tags = _tags(store, resumed.run_id)
+    assert tags["zoo.passes_per_epoch"] == "3" and tags["zoo.stopped"] == _tags(
+        store, straight.run_id)["zoo.stopped"]
