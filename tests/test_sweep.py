@@ -187,8 +187,11 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(store, t
     import mlflow
 
     c = mlflow.MlflowClient(store)
+    # Ctrl+C reaches a program started from a terminal; one started in the background by a
+    # script (CI launched with `&`) inherits SIGINT ignored, so restore what a terminal gives
     proc = subprocess.Popen([sys.executable, "-m", "zoo.cli", "sweep", str(path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 300
         finished = []
