@@ -254,7 +254,8 @@ def test_sweep_with_concurrent_trials_on_a_postgresql_backed_mlflow_server(tmp_p
         parent_id = parent_id_of(out.stdout)
         runs = children(c, parent_id)
         outcomes = sorted(r.data.tags["zoo.sweep.outcome"] for r in runs)
-        assert outcomes in (["finished", "finished"], ["finished", "stopped early"]), outcomes
+        assert outcomes in (["finished", "finished"], ["finished", "stopped early"]), \
+            [(r.data.tags["zoo.sweep.outcome"], r.data.tags.get("zoo.sweep.error")) for r in runs]
         for r in runs:  # ASHA may stop the slower of the two after its first epoch
             assert r.info.status == ("FINISHED" if r.data.tags["zoo.sweep.outcome"] == "finished"
                                      else "KILLED")

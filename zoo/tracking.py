@@ -65,6 +65,9 @@ def client(s: store.Store | None = None):
     return _mlflow(s).MlflowClient()
 
 
+DATASET_RETRIES = 5
+
+
 def _retrying(fn, *, seconds: float = 120.0):
     """``fn()``, retried with backoff while SQLite says the database is locked."""
     delay, waited = 0.05, 0.0
@@ -278,7 +281,19 @@ class TrackedRun:
                 warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways.*")
                 ds = from_numpy(split.x, source=src, targets=split.y, name=f"{name}-{context}",
                                 digest=f"{digest}-{context}"[:36])
-            _retrying(lambda: self._mlflow.log_input(ds, context=context))
+            for attempt in range(DATASET_RETRIES):
+                try:
+                    _retrying(lambda: self._mlflow.log_input(ds, context=context))
+                    break
+                except Exception as exc:
+                    # Concurrent runs (a sweep's trials) logging the same dataset race to insert
+                    # it; the loser's retry finds it and only links it to its run.
+                    text = str(exc)
+                    if attempt == DATASET_RETRIES - 1 or not any(
+                            k in text for k in ("INSERT INTO datasets", "UniqueViolation",
+                                                "duplicate key", "UNIQUE constraint failed")):
+                        raise
+                    time.sleep(0.2 * (attempt + 1))
 
     def describe(self, markdown: str) -> None:
         """The run's description (its model card), shown on the run page."""
