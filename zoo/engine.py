@@ -236,14 +236,13 @@ def _callbacks(task: Task, prepared: Prepared, recipe: Recipe, tracked, ckpt: Pa
 
         def on_epoch_end(self, epoch, logs=None):
             clock["train_seconds"] = time.monotonic() - self.start
-            clock["epochs_timed"] += 1
 
     train = recipe.train
     sched = train.lr_schedule
     by_clock = sched if sched is not None and sched.name == "cosine" and train.epochs == "auto" \
         else None
     clock = {"train_seconds": (es_state or {}).get("train_seconds", 0.0),
-             "epochs_timed": (es_state or {}).get("epochs_timed", 0), "stopped_by_budget": False}
+             "stopped_by_budget": False}
     stopper = None
     cbs: list = [keras.callbacks.TerminateOnNaN()]
     if task.stateful:
@@ -278,8 +277,7 @@ def _save_checkpoint(ckpt: Path, model, epoch: int, history, stopper, clock) -> 
     # (dropout masks): keep every variable so a resumed run draws the same masks.
     np.savez(tmp / "variables.npz", *[np.asarray(v) for v in model.variables])
     state: dict[str, Any] = {"epoch": epoch, "history": history,
-                             "early_stopping": {"train_seconds": clock["train_seconds"],
-                                                "epochs_timed": clock["epochs_timed"]}}
+                             "early_stopping": {"train_seconds": clock["train_seconds"]}}
     if stopper is not None:
         state["early_stopping"].update({"wait": stopper.wait, "best": float(stopper.best),
                                         "best_epoch": stopper.best_epoch})
