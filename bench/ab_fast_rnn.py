@@ -8,7 +8,10 @@ the median ratio B / A, and the load average before and after (a contended run s
 
     python bench/ab_fast_rnn.py --builder gru --size small [--a FILE] [--b FILE]
         [--a-set _BATCH_PARTS=1] [--b-set _BATCH_PARTS=2] [--rounds 6] [--steps 10]
-        [--mode train|forward]
+        [--mode train|forward] [--shape UNITS,WINDOW,BATCH,LAYERS] [--policy mixed_bfloat16]
+
+``--shape`` replaces ``--size`` (e.g. the main job's ``384,100,64,1``); ``--policy`` sets Keras's
+dtype policy for both variants.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--mode", default="train", choices=["train", "forward"])
+    ap.add_argument("--shape", help="UNITS,WINDOW,BATCH,LAYERS instead of --size")
+    ap.add_argument("--policy", default="float32", help="Keras dtype policy of both variants")
     args = ap.parse_args()
     print("load average at start:", open("/proc/loadavg").read().split()[:3], flush=True)
 
@@ -74,6 +79,10 @@ def main():
     from zoo.tasks.char_rnn import char_network
 
     units, window, batch = SIZES[args.size]
+    layers = LAYERS
+    if args.shape:
+        units, window, batch, layers = (int(v) for v in args.shape.split(","))
+    keras.mixed_precision.set_global_policy(args.policy)
     x, y = _data(args.steps, window, batch)
     x, y = x.astype(np.int32), y.astype(np.int32)
     variants = {}
@@ -85,7 +94,7 @@ def main():
         zoo.fast_rnn = mod
         sys.modules["zoo.fast_rnn"] = mod
         keras.utils.set_random_seed(0)
-        body = zoo.build_model(args.builder, layers=LAYERS, units=units, return_sequences=True)
+        body = zoo.build_model(args.builder, layers=layers, units=units, return_sequences=True)
         model = char_network(body, VOCAB, EMBED)
         model.compile(optimizer=keras.optimizers.Adam(1e-3),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -120,7 +129,7 @@ def main():
     best = max(speeds["B"]) / max(speeds["A"])
     med = statistics.median(speeds["B"]) / statistics.median(speeds["A"])
     cmed = statistics.median(cpu["B"]) / statistics.median(cpu["A"])
-    print(f"[{args.size} {args.builder} {args.mode}] B/A wall best {best:.3f}, median {med:.3f}; "
+    print(f"[{args.shape or args.size} {args.builder} {args.mode} {args.policy}] B/A wall best {best:.3f}, median {med:.3f}; "
           f"CPU-time median {cmed:.3f}")
     print("load average at end:", open("/proc/loadavg").read().split()[:3], flush=True)
 

@@ -207,6 +207,31 @@ def test_mixed_precision_from_recipe(store, tmp_path, precision):
     assert model.outputs[0].dtype == "float32"
 
 
+def test_precision_auto_follows_the_cpu(store, tmp_path):
+    """train.precision: auto is mixed_bfloat16 where the CPU has bfloat16 matrix units (AMX),
+    float32 elsewhere; the run records which."""
+    import mlflow
+
+    from zoo.engine import cpu_has_bfloat16_matrix_units, resolve_precision
+
+    amx = tmp_path / "amx"
+    amx.write_text("processor\t: 0\nflags\t\t: fpu avx512f amx_bf16 amx_tile\n")
+    plain = tmp_path / "plain"
+    plain.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert cpu_has_bfloat16_matrix_units(str(amx))
+    assert not cpu_has_bfloat16_matrix_units(str(plain))
+    assert not cpu_has_bfloat16_matrix_units(str(tmp_path / "missing"))
+    assert resolve_precision("float32") == "float32"
+    expected = "mixed_bfloat16" if cpu_has_bfloat16_matrix_units() else "float32"
+    assert resolve_precision("auto") == expected
+
+    recipe = write(tmp_path / "echo.yaml", SMALL_ECHO)
+    res = run_recipe(recipe, ["train.precision=auto", "model.name=gru"], fast_dev_run=True)
+    run = mlflow.get_run(res.run_id)
+    assert run.data.tags["zoo.precision"] == expected
+    assert run.data.params["train.precision"] == "auto"
+
+
 def test_mirrored_strategy_on_two_logical_cpus(store, tmp_path):
     """train.distribute: mirrored, on a CPU split into two logical devices."""
     text = "".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(300))

@@ -317,6 +317,28 @@ def test_mixed_precision(kind, policy):
         np.testing.assert_allclose(a, b, atol=tol * max(1.0, np.abs(b).max()), rtol=0)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_bfloat16_runs_only_the_products_in_bfloat16(kind):
+    """Under mixed_bfloat16 the fast path multiplies in bfloat16 but keeps the gates, states
+    and gradients in float32 (returning bfloat16): its outputs and gradients are closer to
+    the float32 layer's than those of Keras's all-bfloat16 loop (measured: about half the
+    error on the gradients)."""
+    x, mask = _data(seed=15)
+    ref32, _ = _pair(kind, return_sequences=True)
+    ref16, fast16 = _pair(kind, return_sequences=True, dtype="mixed_bfloat16")
+    exact = _run(ref32, x, mask)
+    keras_bf16 = _run(ref16, x, mask)
+    zoo_bf16 = _run(fast16, x, mask)
+    assert zoo_bf16[0][0].dtype == keras_bf16[0][0].dtype
+
+    def error(run):   # mean relative error over the outputs and every gradient
+        return np.mean([np.abs(a.astype("float32") - b).mean() / np.abs(b).mean()
+                        for a, b in zip(run[0] + run[1], exact[0] + exact[1])])
+
+    assert error(zoo_bf16) < 0.75 * error(keras_bf16)
+    assert error(zoo_bf16) < 1e-2
+
+
 def test_float16_on_a_cpu_takes_keras_loop():
     import keras
 

@@ -597,7 +597,7 @@ def test_tanh_rnn_runs_on_the_jax_backend():
     from pathlib import Path
 
     if importlib.util.find_spec("jax") is None:
-        pytest.skip("jax is not installed (pip install jax) - the JAX-backend check needs it")
+        pytest.fail("jax is not installed: the test extra brings it (pip install -e '.[test]')")
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
            "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}

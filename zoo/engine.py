@@ -68,8 +68,35 @@ def _setup_runtime(recipe: Recipe):
         tf.config.experimental.enable_op_determinism()
     except Exception:  # pragma: no cover - older TF
         pass
-    keras.mixed_precision.set_global_policy(recipe.train.precision)
+    keras.mixed_precision.set_global_policy(resolve_precision(recipe.train.precision))
     return strategy
+
+
+def cpu_has_bfloat16_matrix_units(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this machine's CPU multiplies bfloat16 matrices in hardware (Intel AMX), read
+    from the kernel's CPU flags; False where they cannot be read (not Linux)."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "amx_bf16" in line.split(":", 1)[-1].split()
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision: str) -> str:
+    """The Keras dtype policy for ``train.precision``.  "auto" is mixed_bfloat16 on a CPU with
+    bfloat16 matrix units and no visible GPU (where the recurrent layers' matrix products then
+    run in bfloat16 and the rest in float32, see ``zoo.fast_rnn.run``: a 1 x 384 GRU trains
+    about 1.5 times as fast), else float32."""
+    if precision != "auto":
+        return precision
+    import tensorflow as tf
+
+    if tf.config.list_logical_devices("GPU") or not cpu_has_bfloat16_matrix_units():
+        return "float32"
+    return "mixed_bfloat16"
 
 
 def make_optimizer(recipe: Recipe, total_steps: int = 1):
@@ -409,6 +436,8 @@ def _restore_or_build(task: Task, prepared: Prepared, recipe: Recipe, strategy, 
                       fast_dev_run: bool, resuming: bool, echo, model=None):
     """The model and where training stands: from the run's checkpoint when resuming, else
     ``model``, the new one (the run's tags, params and recipe logged)."""
+    import keras
+
     from zoo import tracking
 
     progress = _Progress(tracking.checkpoint_dir(tracked.run_id), history={})
@@ -421,7 +450,8 @@ def _restore_or_build(task: Task, prepared: Prepared, recipe: Recipe, strategy, 
         echo(f"zoo: resuming run {tracked.run_id} at epoch {progress.first_epoch + 1}")
         return model, progress
     tags = tracking.run_tags(recipe, prepared.data_hash, fast_dev_run)
-    tracked.set_tags({**tags, "zoo.replicas": str(strategy.num_replicas_in_sync)})
+    tracked.set_tags({**tags, "zoo.replicas": str(strategy.num_replicas_in_sync),
+                      "zoo.precision": keras.mixed_precision.global_policy().name})
     tracked.log_params({**recipe.flat_params(),
                         **{f"data_info.{k}": str(v) for k, v in prepared.info.items()}})
     tracked.log_text(recipe.to_yaml(), "recipe.yaml")

@@ -37,10 +37,19 @@ def _zeros_if_none(g, like):
     return tf.zeros_like(like) if g is None else g
 
 
+def _mm(a, b, **kwargs):
+    """a . b.  When ``b`` is held in a lower precision than ``a`` (bfloat16 weights under a
+    bfloat16 policy: see :func:`run`), the product runs in ``b``'s dtype, on the CPU's bfloat16
+    matrix units, and returns in ``a``'s."""
+    if a.dtype == b.dtype:
+        return tf.matmul(a, b, **kwargs)
+    return tf.cast(tf.matmul(tf.cast(a, b.dtype), b, **kwargs), a.dtype)
+
+
 def _project(x, kernel, bias):
     """x (a, b, features) . kernel (+ bias) for all steps at once: (a, b, units)."""
     shape = tf.shape(x)
-    xp = tf.matmul(tf.reshape(x, [-1, shape[2]]), kernel)
+    xp = _mm(tf.reshape(x, [-1, shape[2]]), kernel)
     if bias is not None:
         xp = xp + bias
     return tf.reshape(xp, [shape[0], shape[1], tf.shape(kernel)[1]])
@@ -57,11 +66,12 @@ def _flat(t):
     return tf.reshape(t, [-1, tf.shape(t)[-1]])
 
 
-def _input_grads(x, kernel, d_xp):
-    """Gradients of the input projection from d_xp (a, b, gates): dx and d_kernel."""
+def _input_grads(x, kernel, d_xp, low):
+    """Gradients of the input projection from d_xp (a, b, gates): dx and d_kernel (products
+    in ``low`` precision, or in x's without one)."""
     d2 = _flat(d_xp)
-    dx = tf.reshape(tf.matmul(d2, kernel, transpose_b=True), tf.shape(x))
-    d_kernel = tf.matmul(_flat(x), d2, transpose_a=True)
+    dx = tf.reshape(_mm(d2, tf.cast(kernel, low or d2.dtype), transpose_b=True), tf.shape(x))
+    d_kernel = _mm(_flat(x), tf.cast(d2, low or d2.dtype), transpose_a=True)
     return dx, d_kernel, d2
 
 
@@ -89,7 +99,7 @@ def _lstm_forward(xs, states0, U, rb, masks):
     h, c = states0
     hs, saved = [], []
     for t, xp in enumerate(xs):
-        s = tf.sigmoid(xp + tf.matmul(h, U))
+        s = tf.sigmoid(xp + _mm(h, U))
         i, f, s_g, o = tf.split(s, 4, axis=1)
         g = 2.0 * s_g - 1.0
         c_new = f * c + i * g
@@ -129,7 +139,7 @@ def _lstm_backward(saved, d_hs, d_finals, U_t):
         dc = g_c + g_h * a
         dz = tf.concat([dc, dc, dc, g_h], axis=1) * slopes
         dzs[t] = dz
-        dh_prev = tf.matmul(dz, U_t)
+        dh_prev = _mm(dz, U_t)
         dc_prev = dc * keep_c
         if masks is not None:
             pass_through = 1.0 - m
@@ -148,7 +158,7 @@ def _gru_forward(xs, states0, U, rb, masks):
     hs, saved = [], []
     units = h.shape[-1]
     for t, xp in enumerate(xs):
-        inner = tf.matmul(h, U)
+        inner = _mm(h, U)
         x_zr, x_h = tf.split(xp, [2 * units, units], axis=1)
         r_zr, r_h = tf.split(inner, [2 * units, units], axis=1)
         if rb is not None:
@@ -191,7 +201,7 @@ def _gru_backward(saved, d_hs, d_finals, U_t):
         di = g3 * inner_slopes
         d_inner[t] = di
         d_xp[t] = g3 * input_slopes
-        g_h = tf.matmul(di, U_t) + g_h * direct
+        g_h = _mm(di, U_t) + g_h * direct
     h_prev = tf.stack([h0] + hs[:-1], axis=0)
     return tf.stack(d_xp, axis=0), tf.stack(d_inner, axis=0), h_prev, [g_h]
 
@@ -200,7 +210,7 @@ def _simple_forward(xs, states0, U, rb, masks):
     (h,) = states0
     hs, news = [], []
     for t, xp in enumerate(xs):
-        h_new = tf.tanh(xp + tf.matmul(h, U))
+        h_new = tf.tanh(xp + _mm(h, U))
         news.append(h_new)
         h = _carry(None if masks is None else masks[t], h_new, h)
         hs.append(h)
@@ -224,7 +234,7 @@ def _simple_backward(saved, d_hs, d_finals, U_t):
             g_h = g_h + d_hs[t]
         da = g_h * slope_steps[t]
         das[t] = da
-        g_prev = tf.matmul(da, U_t)
+        g_prev = _mm(da, U_t)
         if masks is not None:
             g_prev = g_prev + pass_steps[t] * g_h
         g_h = g_prev
@@ -276,9 +286,10 @@ def _column_sums(d2):
 
 
 def _recurrence(kind, x, kernel, bias, U, states0, mask, return_sequences, rb_split,
-                batch_parts, min_part_rows):
+                batch_parts, min_part_rows, low=None):
     """The recurrence over time-major ``x`` (time, batch, features), already in processing
     order, with a static number of steps.  ``mask`` is (time, batch, 1) bool or None.
+    ``low``: the dtype of the matrix products (the element-wise work stays in x's), or None.
     Returns ``(hs, finals)``: hs (time, batch, units), the stacked states (None unless
     return_sequences), and the final states."""
     forward, backward = _CELLS[kind]
@@ -316,6 +327,8 @@ def _recurrence(kind, x, kernel, bias, U, states0, mask, return_sequences, rb_sp
             b_in = None if b_in is None else b_in * scale
         else:
             kernel_fwd = kernel
+        if low is not None:
+            kernel_fwd, U_fwd = tf.cast(kernel_fwd, low), tf.cast(U_fwd, low)
         xp = _project(x, kernel_fwd, b_in)
         parts = []
         for xp_p, m_p, *st_p in zip(_rows(xp, bounds, 1), _rows(m, bounds, 1),
@@ -331,7 +344,7 @@ def _recurrence(kind, x, kernel, bias, U, states0, mask, return_sequences, rb_sp
         def grad(*upstream):
             d_finals = [_zeros_if_none(upstream[k], finals[k]) for k in range(n_states)]
             d_seq = upstream[n_states] if return_sequences else None
-            U_t = _transposed(U)
+            U_t = _transposed(U if low is None else tf.cast(U, low))
             results = []
             for p, (hs, _, saved) in enumerate(parts):
                 d_hs = None
@@ -344,9 +357,9 @@ def _recurrence(kind, x, kernel, bias, U, states0, mask, return_sequences, rb_sp
             d_inner = d_xp if same else _join([r[1] for r in results], axis=1)
             h_prev = _join([r[2] for r in results], axis=1)
             d_st0 = [_join([r[3][k] for r in results]) for k in range(n_states)]
-            dx, d_kernel, d_xp2 = _input_grads(x, kernel, d_xp)
+            dx, d_kernel, d_xp2 = _input_grads(x, kernel, d_xp, low)
             d_inner2 = d_xp2 if same else _flat(d_inner)
-            d_U = tf.matmul(_flat(h_prev), d_inner2, transpose_a=True)
+            d_U = _mm(_flat(h_prev), tf.cast(d_inner2, low or d_inner2.dtype), transpose_a=True)
             grads = [dx, d_kernel, d_U] + d_st0
             if has_bias:
                 db_in = _column_sums(d_xp2)
@@ -381,7 +394,14 @@ def run(kind, sequences, initial_state, mask, *, kernel, recurrent_kernel, bias,
     those of the Keras cells, in their layouts.  ``sequences`` (batch, time, features) must have
     a static number of steps (at most ``max_steps`` when given); ``mask`` is (batch, time) or
     None.  The batch may be split into ``batch_parts`` independent recurrences of at least
-    ``min_part_rows`` rows each."""
+    ``min_part_rows`` rows each.
+
+    Under a bfloat16 compute dtype (Keras's ``mixed_bfloat16``) only the matrix products run in
+    bfloat16; the gates, the states and their gradients are computed in float32 and the results
+    returned in bfloat16.  Measured on a 2-core Xeon with AMX: large bfloat16 products ran at 895
+    GFLOP/s against 236 in float32, while TensorFlow's bfloat16 element-wise kernels took about
+    twice the time of float32 ones (sigmoid four times); a 1 x 384 GRU's training step on
+    windows of 100, batches of 64, took 150-160 ms against 224-249 ms in float32."""
     if kind not in _CELLS:
         raise ValueError(f"unknown recurrence {kind!r}; expected one of {KINDS}")
     if kind == "gru" and not reset_after:
@@ -390,7 +410,11 @@ def run(kind, sequences, initial_state, mask, *, kernel, recurrent_kernel, bias,
     if steps is None or steps < 1 or (max_steps is not None and steps > max_steps):
         raise ValueError(f"the fast recurrence needs a static number of time steps"
                          f"{'' if max_steps is None else f' (1 to {max_steps})'}, got {steps}")
-    dtype = sequences.dtype
+    out_dtype = dtype = sequences.dtype
+    low = None
+    if dtype == tf.bfloat16:
+        dtype, low = tf.float32, tf.bfloat16
+        sequences = tf.cast(sequences, dtype)
     states0 = [tf.cast(s, dtype) for s in initial_state]
     kernel = tf.cast(kernel, dtype)
     recurrent_kernel = tf.cast(recurrent_kernel, dtype)
@@ -409,7 +433,7 @@ def run(kind, sequences, initial_state, mask, *, kernel, recurrent_kernel, bias,
     if kind == "gru" and bias is not None:
         rb_split = 2 * int(recurrent_kernel.shape[0])
     hs, finals = _recurrence(kind, x, kernel, bias, recurrent_kernel, states0, step_mask,
-                             return_sequences, rb_split, batch_parts, min_part_rows)
+                             return_sequences, rb_split, batch_parts, min_part_rows, low)
     h_last = finals[0]
     last_output, outputs = h_last, hs
     if step_mask is not None:
@@ -424,4 +448,7 @@ def run(kind, sequences, initial_state, mask, *, kernel, recurrent_kernel, bias,
         outputs = last_output[:, None, :]
     else:
         outputs = tf.transpose(outputs, [1, 0, 2])
+    if out_dtype != dtype:
+        last_output, outputs = tf.cast(last_output, out_dtype), tf.cast(outputs, out_dtype)
+        finals = [tf.cast(s, out_dtype) for s in finals]
     return last_output, outputs, finals

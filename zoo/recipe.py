@@ -81,7 +81,9 @@ class Train(_Strict):
     optimizer: Optimizer = Optimizer()
     early_stopping: EarlyStopping | None = None
     seed: int = Field(1, ge=0, le=2**31 - 1)
-    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
+    # auto: mixed_bfloat16 on a CPU with bfloat16 matrix units (AMX), else float32 (the engine's
+    # resolve_precision; the run's tag zoo.precision says which)
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16", "auto"] = "float32"
     distribute: Literal["none", "mirrored"] = "none"
     verbose: int | None = Field(None, ge=0, le=2)   # None: a bar on a terminal, else a line an epoch
 
