@@ -129,8 +129,8 @@ def main():
     best = max(speeds["B"]) / max(speeds["A"])
     med = statistics.median(speeds["B"]) / statistics.median(speeds["A"])
     cmed = statistics.median(cpu["B"]) / statistics.median(cpu["A"])
-    print(f"[{args.shape or args.size} {args.builder} {args.mode} {args.policy}] B/A wall best {best:.3f}, median {med:.3f}; "
-          f"CPU-time median {cmed:.3f}")
+    print(f"[{args.shape or args.size} {args.builder} {args.mode} {args.policy}] B/A wall best "
+          f"{best:.3f}, median {med:.3f}; CPU-time median {cmed:.3f}")
     print("load average at end:", open("/proc/loadavg").read().split()[:3], flush=True)
 
 

@@ -207,7 +207,7 @@ def test_mixed_precision_from_recipe(store, tmp_path, precision):
     assert model.outputs[0].dtype == "float32"
 
 
-def test_precision_auto_follows_the_cpu(store, tmp_path):
+def test_precision_auto_follows_the_cpu(store, tmp_path, monkeypatch):
     """train.precision: auto is mixed_bfloat16 where the CPU has bfloat16 matrix units (AMX),
     float32 elsewhere; the run records which."""
     import mlflow
@@ -224,6 +224,12 @@ def test_precision_auto_follows_the_cpu(store, tmp_path):
     assert resolve_precision("float32") == "float32"
     expected = "mixed_bfloat16" if cpu_has_bfloat16_matrix_units() else "float32"
     assert resolve_precision("auto") == expected
+    from zoo import layers
+
+    with monkeypatch.context() as m:   # a visible GPU keeps float32 (cuDNN, unmeasured in bf16)
+        m.setattr(layers, "_gpu_visible", lambda: True)
+        assert resolve_precision("auto") == "float32"
+        assert resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
 
     recipe = write(tmp_path / "echo.yaml", SMALL_ECHO)
     res = run_recipe(recipe, ["train.precision=auto", "model.name=gru"], fast_dev_run=True)

@@ -92,9 +92,9 @@ def resolve_precision(precision: str) -> str:
     about 1.5 times as fast), else float32."""
     if precision != "auto":
         return precision
-    import tensorflow as tf
+    from zoo import layers
 
-    if tf.config.list_logical_devices("GPU") or not cpu_has_bfloat16_matrix_units():
+    if layers._gpu_visible() or not cpu_has_bfloat16_matrix_units():
         return "float32"
     return "mixed_bfloat16"
 
