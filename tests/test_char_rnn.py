@@ -175,6 +175,85 @@ def test_fast_dev_run(store, tmp_path):
     assert text.startswith("KING:") and len(text) == 25
 
 
+# ------------------------------------------------------------------------- carried state
+
+
+def test_windows_in_rows_read_each_stretch_in_order():
+    from zoo.tasks.char_rnn import windows
+
+    ids = np.arange(1003, dtype=np.int32)
+    w = windows(ids, 10, rows=4)          # 1002 inputs: 4 stretches of 25 windows (2 dropped)
+    assert w.x.shape == w.y.shape == (100, 10)
+    for k in range(25):                   # batch k holds window k of every stretch
+        for r in range(4):
+            start = r * 250 + 10 * k
+            assert w.x[4 * k + r].tolist() == list(range(start, start + 10))
+    assert np.array_equal(w.y, w.x + 1)
+    one = windows(ids, 10)                # one stretch: the plain windows, in order
+    assert np.array_equal(one.x.reshape(-1), ids[:1000]) and np.array_equal(one.y, one.x + 1)
+
+
+@pytest.fixture(scope="module")
+def carried(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("char-carry")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
+        mp.setenv("ZOO_MODEL_CACHE", str(tmp / "model-cache"))
+        recipe = recipe_file(tmp, name="char-carry", text=play_text())
+        res = run_recipe(recipe, ["data.carry_state=true"])
+        import zoo
+
+        yield {"res": res, "model": zoo.load("char-carry")}
+
+
+def test_carried_state_scores_each_character_after_all_the_text_before_it(carried):
+    """With data.carry_state the test loss is that of reading each of the batch's stretches of
+    the test text from its start, in one pass: the same as the registered (not stateful) model
+    running over each whole stretch at once.  Windows started from a zero state score worse."""
+    from zoo.data.text import split_by_fraction
+
+    model, res = carried["model"], carried["res"]
+    assert not any(getattr(layer, "stateful", False) for layer in model.keras_model.layers)
+    test_text = split_by_fraction(play_text(), 0.1, 0.1)[2]
+    ids = np.asarray(model.vocab.encode(test_text), np.int32)
+    rows, per = 32, (len(ids) - 1) // 32 // 20 * 20
+    x = ids[:-1][: rows * per].reshape(rows, per)
+    y = ids[1:][: rows * per].reshape(rows, per)
+
+    def loss(x, y):
+        import keras
+
+        logits = model.keras_model.predict(x, batch_size=len(x), verbose=0)
+        return float(np.mean(keras.ops.convert_to_numpy(
+            keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))))
+
+    carried_loss = loss(x, y)
+    assert res.test_metrics["loss"] == pytest.approx(carried_loss, rel=2e-3)
+    windowed = loss(x.reshape(-1, 20), y.reshape(-1, 20))   # every window from a zero state
+    assert windowed > carried_loss * 1.01, (windowed, carried_loss)
+    assert res.test_metrics["window_loss"] == pytest.approx(windowed, rel=2e-3)
+    assert res.test_metrics["window_bpc"] == pytest.approx(windowed / math.log(2), rel=2e-3)
+    text = model.generate(prime="KING:", length=30, seed=2)  # generation from the saved model
+    assert text.startswith("KING:") and len(text) == 35
+
+
+def test_carried_state_errors(store, tmp_path):
+    from zoo.tasks.char_rnn import CharRNNTask
+
+    recipe = recipe_file(tmp_path, text=play_text(5000))     # 500 test characters
+    with pytest.raises(ZooError) as err:
+        CharRNNTask(load_recipe(recipe, ["data.carry_state=true"])).prepare()
+    msg = str(err.value)
+    assert "the validation split has 500 characters" in msg and "\n" not in msg, msg
+    assert "fewer than the 641 that data.carry_state needs (train.batch_size × data.seq_len" \
+        in msg and "play.txt" in msg and "data.carry_state: false" in msg, msg
+    assert CharRNNTask(load_recipe(recipe, ["data.carry_state=true", "train.batch_size=8"])
+                       ).prepare().test.x.shape == (24, 20)   # 8 stretches of 3 windows
+    with pytest.raises(ZooError, match=r"train.distribute: data.carry_state .* 'none'"):
+        load_recipe(recipe, ["data.carry_state=true", "train.distribute=mirrored"])
+
+
 # ---------------------------------------------------------------------- sampler vs reference
 
 

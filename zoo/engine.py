@@ -569,7 +569,8 @@ def _finish(task: Task, prepared: Prepared, recipe: Recipe, model, history, trac
         out = Path(tmpdir)
         for p in [_loss_curve(history, out)] + task.plots(model, prepared, out):
             tracked.log_artifact(p, "plots")
-        saved = bundle.save(out / tracking.BUNDLE_PATH, model, prepared.preprocessing,
+        saved = bundle.save(out / tracking.BUNDLE_PATH, task.exported(model, prepared),
+                            prepared.preprocessing,
                             recipe.to_yaml(), test_metrics)
         version_tags = {**tags, **{f"test_{k}": f"{v:.6g}" for k, v in test_metrics.items()},
                         "zoo.run_id": tracked.run_id, "zoo.main_metric": f"test_{task.main_metric}",

@@ -138,6 +138,11 @@ class Task:
         result.update(self.derived_metrics(result))
         return result
 
+    def exported(self, model, prepared: Prepared):
+        """The model to save and register: the trained one, or (for a task that trained it
+        stateful only to carry state between windows) a copy that is not stateful."""
+        return model
+
     def baseline(self, prepared: Prepared) -> dict[str, float]:
         """The trivial baseline's test metrics (at least the main metric): a model is never
         promoted unless it beats it.  Tasks without one return {}."""
@@ -301,6 +306,16 @@ def read_corpus(task: "Task") -> tuple[str, str, str, dict[str, Any]]:
 def package_url(package: tuple[str, str, str]) -> str:
     """The package index page of a pinned corpus package (name, version, sha256)."""
     return f"https://pypi.org/project/{package[0]}/{package[1]}/"
+
+
+def in_rows(a: np.ndarray, rows: int, window: int) -> np.ndarray:
+    """A series ``a`` (steps first) as ``rows`` parallel rows cut into windows of ``window``
+    steps, ordered so that batch k of size ``rows`` holds window k of every row: what a stateful
+    RNN, carrying each row's state from one batch to the next, needs.  Steps that do not fill a
+    whole window of every row are dropped."""
+    per = len(a) // rows // window
+    a = a[: rows * per * window].reshape((rows, per, window) + a.shape[1:])
+    return np.ascontiguousarray(np.swapaxes(a, 0, 1).reshape((rows * per, window) + a.shape[3:]))
 
 
 def reset_states(model) -> None:

@@ -23,8 +23,8 @@ from pydantic import Field
 
 from zoo.errors import ZooError
 from zoo.tasks import register_task
-from zoo.tasks.base import (LoadedModel, Prepared, Settings, Split, Task, hash_arrays, read_corpus,
-                            resolve_data_path, sequence_network)
+from zoo.tasks.base import (LoadedModel, Prepared, Settings, Split, Task, hash_arrays, in_rows,
+                            read_corpus, resolve_data_path, sequence_network)
 
 # In --fast-dev-run, each split is cut to this many windows (a couple of batches).
 FAST_WINDOWS = 4
@@ -44,6 +44,10 @@ class CharRNNData(Settings):
     test_fraction: float = Field(0.05, gt=0, lt=1)
     max_chars: int | None = Field(None, ge=1)  # cap on the training text (from its start)
     split_seed: int = Field(0, ge=0)  # which plays are held out (default corpus)
+    # Each batch row reads its own stretch of the text in order, its state carried from one
+    # window to the next in training and evaluation (truncated backpropagation through time):
+    # every character is predicted from all the text before it, not from its window only.
+    carry_state: bool = False
 
 
 class CharRNNOptions(Settings):
@@ -62,12 +66,13 @@ def bpc_metrics(loss: float, prefix: str = "") -> dict[str, float]:
     return {f"{prefix}bpc": loss / _ln2(), f"{prefix}perplexity": math.exp(min(loss, 700.0))}
 
 
-def windows(ids: np.ndarray, seq_len: int) -> Split:
-    """Non-overlapping windows of ``seq_len`` ids; the target is the window shifted by one."""
-    n = (len(ids) - 1) // seq_len
-    x = ids[: n * seq_len].reshape(n, seq_len)
-    y = ids[1: n * seq_len + 1].reshape(n, seq_len)
-    return Split(np.ascontiguousarray(x, np.int32), np.ascontiguousarray(y, np.int32))
+def windows(ids: np.ndarray, seq_len: int, rows: int = 1) -> Split:
+    """Non-overlapping windows of ``seq_len`` ids; the target is the window shifted by one.
+    With ``rows`` > 1, the text is cut into that many stretches read in parallel, and batch k of
+    ``rows`` windows holds window k of every stretch (for a stateful model)."""
+    x = np.asarray(ids[:-1], np.int32)
+    y = np.asarray(ids[1:], np.int32)
+    return Split(in_rows(x, rows, seq_len), in_rows(y, rows, seq_len))
 
 
 def _vocab_from(pre: dict[str, Any]):
@@ -155,10 +160,18 @@ class CharRNNTask(Task):
     generates = True
     loaded_class = CharRNNModel
 
+    def __init__(self, recipe) -> None:
+        super().__init__(recipe)
+        self.stateful = self.data.carry_state
+        self.shuffle = not self.data.carry_state
+
     @classmethod
     def check(cls, recipe) -> None:
         super().check(recipe)
         d = recipe.data
+        if d.carry_state and recipe.train.distribute != "none":
+            raise ZooError(f"{recipe.path}: train.distribute: data.carry_state trains a stateful "
+                           "model, which cannot be distributed; use 'none' or carry_state: false")
         if d.path is not None:
             p = resolve_data_path(recipe.path, d.path, "data.path")
             if p.is_dir():
@@ -178,14 +191,23 @@ class CharRNNTask(Task):
             train_text = train_text[: d.max_chars]
         where = f"{self.recipe.path}: data.path: {d.path}" if d.path else \
             f"{self.recipe.path}: the Shakespeare corpus"
+        rows = self.recipe.train.batch_size if d.carry_state else 1
+        need = rows * L + 1
         for label, text in (("training", train_text), ("validation", val_text),
                             ("test", test_text)):
-            if len(text) < L + 1:
+            if len(text) < need:
+                total = len(train_text) + len(val_text) + len(test_text)
+                if d.carry_state:
+                    raise ZooError(
+                        f"{where}: the {label} split has {len(text)} characters, fewer than the "
+                        f"{need} that data.carry_state needs (train.batch_size × data.seq_len + "
+                        f"1: a window for each batch row); the file has {total} characters in "
+                        "all: use a larger text, a smaller train.batch_size / data.seq_len / "
+                        "fractions, or data.carry_state: false")
                 raise ZooError(
                     f"{where}: the {label} split has {len(text)} characters, fewer than one "
-                    f"window of data.seq_len + 1 = {L + 1} (the file has "
-                    f"{len(train_text) + len(val_text) + len(test_text)} characters in all; "
-                    "use a larger text or a smaller data.seq_len / fractions)")
+                    f"window of data.seq_len + 1 = {need} (the file has {total} characters in "
+                    "all; use a larger text or a smaller data.seq_len / fractions)")
         vocab = CharVocab.from_text(train_text)
         prime = self.options.sample_prime
         missing = _unknown(vocab, prime)
@@ -195,7 +217,7 @@ class CharRNNTask(Task):
         if fast:
             cap = FAST_WINDOWS * self.recipe.train.batch_size * L + 1
             train_text, val_text, test_text = (t[:cap] for t in (train_text, val_text, test_text))
-        splits = [windows(np.asarray(vocab.encode(t), np.int32), L)
+        splits = [windows(np.asarray(vocab.encode(t), np.int32), L, rows)
                   for t in (train_text, val_text, test_text)]
         train, val, test = splits
         pre = {"vocab": vocab.to_json(), "seq_len": L, "source": info["source"]}
@@ -238,6 +260,37 @@ class CharRNNTask(Task):
         head = (f"# epoch {epoch + 1}, temperature {o.sample_temperature}, "
                 f"seed {self.recipe.train.seed}, prime {o.sample_prime!r}\n\n")
         return {"sample.txt": head + text}
+
+    def evaluate(self, model, prepared: Prepared, batch_size: int) -> dict[str, float]:
+        """Test metrics; with ``carry_state`` also ``window_loss`` / ``window_bpc``: the same
+        test windows each read from a zero state, as a model trained without carried state
+        is measured (to compare with one)."""
+        result = super().evaluate(model, prepared, batch_size)
+        if self.stateful:
+            import keras
+
+            fresh = self.exported(model, prepared)
+            total = 0.0
+            for i in range(0, len(prepared.test), batch_size):
+                logits = fresh.predict_on_batch(prepared.test.x[i:i + batch_size])
+                total += float(keras.ops.sum(keras.losses.sparse_categorical_crossentropy(
+                    prepared.test.y[i:i + batch_size], logits, from_logits=True)))
+            loss = total / prepared.test.y.size
+            result.update({"window_loss": loss, "window_bpc": loss / _ln2()})
+        return result
+
+    def exported(self, model, prepared: Prepared):
+        """With ``carry_state``, a copy that is not stateful and takes any batch size: what
+        generation and users' own ``predict`` calls need.  Its outputs are the trained
+        model's, started from a zero state."""
+        if not self.stateful:
+            return model
+        from zoo.registry import build
+
+        body = build(self.recipe.model, self.recipe.params, return_sequences=True)
+        copy = self.build(prepared, body, None)
+        copy.set_weights(model.get_weights())
+        return copy
 
     def baseline(self, prepared: Prepared) -> dict[str, float]:
         """Every character of the vocabulary equally likely: log2(vocabulary size) bits."""

@@ -18,7 +18,7 @@ from pydantic import Field
 from zoo.errors import ZooError
 from zoo.tasks import register_task
 from zoo.tasks.base import (LoadedModel, Prepared, Settings, Split, Task, hash_arrays,
-                            majority_accuracy, reset_states, sequence_network)
+                            in_rows, majority_accuracy, reset_states, sequence_network)
 
 
 class EchoData(Settings):
@@ -43,13 +43,10 @@ def to_windows(x: np.ndarray, y: np.ndarray, rows: int, window: int, echo_step: 
     if row_len == 0:
         raise ZooError(f"echo: a series of {len(x)} steps is too short for {rows} rows of "
                        f"windows of {window}")
-    xs = x[: rows * row_len].reshape(rows, row_len // window, window)
-    ys = y[: rows * row_len].reshape(rows, row_len // window, window)
     w = np.ones((rows, row_len), np.float32)
     w[:, :echo_step] = 0.0
-    ws = w.reshape(rows, row_len // window, window)
-    order = lambda a: a.transpose(1, 0, 2).reshape(-1, window)  # noqa: E731
-    return Split(order(xs)[..., None].astype(np.float32), order(ys), order(ws))
+    return Split(in_rows(x.astype(np.float32)[:, None], rows, window), in_rows(y, rows, window),
+                 in_rows(w.reshape(-1), rows, window))
 
 
 def echo_network(body: list, pre: dict[str, Any], batch_size: int | None):
