@@ -46,7 +46,7 @@ class CharRNNData(Settings):
     split_seed: int = Field(0, ge=0)  # which plays are held out (default corpus)
     # Each batch row reads its own stretch of the text in order, its state carried from one
     # window to the next in training and evaluation (truncated backpropagation through time):
-    # every character is predicted from all the text before it, not from its window only.
+    # every character is predicted from all of its stretch before it, not its window only.
     carry_state: bool = False
 
 
@@ -267,16 +267,10 @@ class CharRNNTask(Task):
         is measured (to compare with one)."""
         result = super().evaluate(model, prepared, batch_size)
         if self.stateful:
-            import keras
-
             fresh = self.exported(model, prepared)
-            total = 0.0
-            for i in range(0, len(prepared.test), batch_size):
-                logits = fresh.predict_on_batch(prepared.test.x[i:i + batch_size])
-                total += float(keras.ops.sum(keras.losses.sparse_categorical_crossentropy(
-                    prepared.test.y[i:i + batch_size], logits, from_logits=True)))
-            loss = total / prepared.test.y.size
-            result.update({"window_loss": loss, "window_bpc": loss / _ln2()})
+            fresh.compile(**self.compile_args())
+            window = super().evaluate(fresh, prepared, batch_size)
+            result.update({"window_loss": window["loss"], "window_bpc": window["bpc"]})
         return result
 
     def exported(self, model, prepared: Prepared):
