@@ -85,18 +85,43 @@ def _assert_same(got, expected, atol=ATOL, nonzero=True):
         assert max(np.abs(b).max() for b in expected) > 1e-2
 
 
-@pytest.fixture
-def spy_fast(monkeypatch):
-    """Counts the calls of the fast path."""
+def _spy(monkeypatch, name):
+    """Replaces ``fast_rnn.<name>`` by a wrapper that records each call's first argument (the
+    kind of recurrence); returns that record."""
     calls = []
-    real = fast_rnn.run
+    real = getattr(fast_rnn, name)
 
-    def run(*args, **kwargs):
+    def spy(*args, **kwargs):
         calls.append(args[0])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(fast_rnn, "run", run)
+    monkeypatch.setattr(fast_rnn, name, spy)
     return calls
+
+
+@pytest.fixture
+def spy_fast(monkeypatch):
+    """Counts the calls of the fast path."""
+    return _spy(monkeypatch, "run")
+
+
+@pytest.fixture
+def native_calls(monkeypatch):
+    """The kinds of the calls that run zoo's native ops (``zoo/native``), which must build."""
+    from zoo import native
+
+    assert native.why_not() is None, native.why_not()
+    return _spy(monkeypatch, "_native")
+
+
+@pytest.fixture(params=["native", "graph"])
+def path(request, monkeypatch):
+    """Runs a test on zoo's native ops and on the graph fast path (what a machine without a
+    C++ compiler gets); returns the list of native calls, or None for the graph."""
+    if request.param == "graph":
+        monkeypatch.setattr(fast_rnn, "_native_ops", lambda *args: None)
+        return None
+    return request.getfixturevalue("native_calls")
 
 
 MODES = {
@@ -113,15 +138,18 @@ MODES = {
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", KINDS)
-def test_fast_path_equals_keras(kind, mode, spy_fast):
+def test_fast_path_equals_keras(kind, mode, spy_fast, path):
     x, mask = _data()
     ref, fast = _pair(kind, **MODES[mode])
     for m in (None, mask):
         for init in (None, _states(kind)):
             expected = _run(ref, x, m, init)
             calls = len(spy_fast)
+            native_calls = None if path is None else len(path)
             got = _run(fast, x, m, init)
             assert len(spy_fast) == calls + 1  # the fast path ran
+            if path is not None:  # unmasked calls run the native ops, masked ones the graph
+                assert len(path) == native_calls + (m is None)
             _assert_same(got[0], expected[0])
             _assert_same(got[1], expected[1])
     # the weights matter: other weights, other outputs
@@ -449,3 +477,102 @@ def test_only_wide_layers_split_the_batch(units, parts, monkeypatch):
     layer = zoo_layers.GRU(units)
     layer(np.zeros((20, 3, 2), "float32"))
     assert seen == [parts]
+
+
+@pytest.mark.parametrize("kind", KINDS + ["TanhRNN"])
+def test_native_ops_split_the_batch_into_row_blocks(kind, native_calls):
+    """A batch of 19 rows: the native ops cut it into uneven blocks of rows, one per intra-op
+    thread, each running all its steps; outputs and gradients stay Keras's."""
+    assert tf.config.threading.get_intra_op_parallelism_threads() != 1
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(19, STEPS, FEATURES)).astype("float32")
+    ref_kind = "SimpleRNN" if kind == "TanhRNN" else kind
+    ref = getattr(keras.layers, ref_kind)(UNITS, return_sequences=True)
+    fast = getattr(zoo_layers, kind)(UNITS, return_sequences=True)
+    for layer in (ref, fast):
+        layer.build((None, None, FEATURES))
+    _random_weights(ref, 4)
+    fast.set_weights(ref.get_weights())
+    got, expected = _run(fast, x), _run(ref, x)
+    assert native_calls == [{"LSTM": "lstm", "GRU": "gru"}.get(kind, "simple")]
+    _assert_same(got[0], expected[0])
+    _assert_same(got[1], expected[1])
+
+
+def test_native_ops_reject_inconsistent_shapes():
+    """The ops check their inputs: a one-line error, not a crash."""
+    from zoo import native
+
+    ops = native.rnn_ops()
+    assert ops is not None, native.why_not()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="ZooLstmForward.*recurrent kernel"):
+        ops.zoo_lstm_forward(tf.zeros([3, 2, 8]), tf.zeros([2, 2]), tf.zeros([2, 2]),
+                             tf.zeros([2, 7]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="ZooGruBackward: d_h must have"):
+        ops.zoo_gru_backward(tf.zeros([3, 2, 6]), tf.zeros([3, 2, 2]), tf.zeros([3, 2, 2]),
+                             tf.zeros([2, 2]), tf.zeros([3, 2, 2]), tf.zeros([1, 2]),
+                             tf.zeros([2, 6]))
+
+
+def test_xla_compiled_training_takes_the_graph_path(native_calls, spy_fast):
+    """XLA cannot compile a custom op: under ``jit_compile=True`` the native ops stand aside
+    and the model trains on the graph fast path."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((STEPS, FEATURES)), zoo_layers.LSTM(UNITS),
+                              keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse", jit_compile=True)
+    x, _ = _data()
+    history = model.fit(x, np.ones((BATCH, 1), "float32"), epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert spy_fast and native_calls == []
+
+
+def _native_in_subprocess(tmp_path, env):
+    """In a fresh process with an empty build cache: (why_not, whether a zoo LSTM equals
+    Keras's), as printed by the child."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import json, numpy as np, keras\n"
+        "from zoo import native, layers\n"
+        "x = np.random.default_rng(0).normal(size=(3, 4, 2)).astype('float32')\n"
+        "ref = keras.layers.LSTM(3); fast = layers.LSTM(3)\n"
+        "ref.build((None, 4, 2)); fast.build((None, 4, 2)); fast.set_weights(ref.get_weights())\n"
+        "same = bool(np.allclose(fast(x), ref(x), atol=1e-5))\n"
+        "print(json.dumps({'why': native.why_not(), 'same': same}))\n")
+    full = {**os.environ, "ZOO_CACHE_DIR": str(tmp_path / "cache"), **env}
+    proc = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_without_a_compiler_the_graph_path_runs(tmp_path):
+    """A failed build (here a compiler that fails) leaves the graph fast path, with the reason
+    in one line, and nothing half-written in the cache."""
+    got = _native_in_subprocess(tmp_path, {"CXX": "/bin/false"})
+    assert got["same"] is True
+    assert got["why"].startswith("building rnn_ops.cc failed")
+    built = list((tmp_path / "cache").rglob("*.so"))
+    assert built == []
+
+
+def test_zoo_native_0_switches_the_native_ops_off(tmp_path):
+    got = _native_in_subprocess(tmp_path, {"ZOO_NATIVE": "0"})
+    assert got == {"why": "switched off by ZOO_NATIVE", "same": True}
+    assert not (tmp_path / "cache").exists()
+
+
+def test_processes_that_start_together_build_the_native_ops_once(tmp_path):
+    """Two processes on an empty build cache at once: one builds (under a file lock), the
+    other waits and loads the same library; no temporary file is left behind."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: _native_in_subprocess(tmp_path, {}), range(2)))
+    assert results == [{"why": None, "same": True}] * 2
+    files = sorted(p.name for p in (tmp_path / "cache").rglob("*") if p.is_file())
+    assert files == [".lock", "zoo_rnn_ops.so"]

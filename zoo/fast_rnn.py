@@ -285,6 +285,86 @@ def _column_sums(d2):
     return tf.matmul(tf.ones([1, tf.shape(d2)[0]], d2.dtype), d2)[0]
 
 
+def _native_ops(x, mask, low):
+    """zoo's native op module when this recurrence can run on it, else None: float32 with no
+    mask, outside an XLA compilation (XLA cannot compile a custom op)."""
+    if mask is not None or low is not None or x.dtype != tf.float32:
+        return None
+    from tensorflow.python.ops import control_flow_util
+
+    if control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
+        return None
+    from zoo import native
+
+    return native.rnn_ops()
+
+
+def _native(kind, ops, x, kernel, bias, U, states0, return_sequences, rb_split):
+    """The recurrence with its sequential part in zoo's native ops (``zoo/native``), forward
+    and backward, over blocks of batch rows on the intra-op threads; the input projection and
+    the weight gradients stay large TensorFlow products, as in :func:`_recurrence`."""
+    n_states = len(states0)
+    has_bias = bias is not None
+
+    @tf.custom_gradient
+    def recurrence(x, kernel, U, *rest):
+        st0, b = list(rest[:n_states]), (rest[n_states] if has_bias else None)
+        h0 = st0[0]
+        if kind == "gru":
+            b_in, rb = (None, None) if b is None else _gru_biases(b, rb_split)
+            rb = tf.zeros([U.shape[0]], U.dtype) if rb is None else rb
+        else:
+            b_in = b
+        xp = _project(x, kernel, b_in)
+        if kind == "lstm":
+            hs, cs, gates = ops.zoo_lstm_forward(xp, h0, st0[1], U)
+            finals = [hs[-1], cs[-1]]
+        elif kind == "gru":
+            hs, gates, r_h = ops.zoo_gru_forward(xp, h0, U, rb)
+            finals = [hs[-1]]
+        else:
+            hs = ops.zoo_tanh_forward(xp, h0, U)
+            finals = [hs[-1]]
+        outs = finals + [hs] if return_sequences else finals
+
+        def grad(*upstream):
+            d_fin = [_zeros_if_none(upstream[k], finals[k]) for k in range(n_states)]
+            d_hs = _zeros_if_none(upstream[n_states] if return_sequences else None, hs)
+            if kind == "lstm":
+                dz, dh0, dc0 = ops.zoo_lstm_backward(gates, cs, st0[1], d_hs, *d_fin, U)
+                d_xp, d_inner, d_st0 = dz, None, [dh0, dc0]
+            elif kind == "gru":
+                d_xp, d_inner, dh0 = ops.zoo_gru_backward(gates, r_h, hs, h0, d_hs, d_fin[0], U)
+                d_st0 = [dh0]
+            else:
+                d_xp, dh0 = ops.zoo_tanh_backward(hs, d_hs, d_fin[0], U)
+                d_inner, d_st0 = None, [dh0]
+            dx, d_kernel, d_xp2 = _input_grads(x, kernel, d_xp, None)
+            d_inner2 = d_xp2 if d_inner is None else _flat(d_inner)
+            h_prev = tf.concat([h0[None], hs[:-1]], axis=0)
+            d_U = tf.matmul(_flat(h_prev), d_inner2, transpose_a=True)
+            grads = [dx, d_kernel, d_U] + d_st0
+            if has_bias:
+                db_in = _column_sums(d_xp2)
+                grads.append(db_in if kind != "gru" or rb_split is None
+                             else tf.stack([db_in, _column_sums(d_inner2)]))
+            return grads
+
+        return outs, grad
+
+    outs = recurrence(x, kernel, U, *states0, *([bias] if has_bias else []))
+    return (outs[n_states] if return_sequences else None), list(outs[:n_states])
+
+
+def _gru_biases(b, rb_split):
+    """GRU reset_after biases (2, 3U) -> (input bias with the gates' recurrent biases folded
+    in, the candidate's recurrent bias, kept inside the loop where the reset gate multiplies
+    it)."""
+    b_in, b_rec = b[0], b[1]
+    return b_in + tf.concat([b_rec[:rb_split], tf.zeros_like(b_rec[rb_split:])], 0), \
+        b_rec[rb_split:]
+
+
 def _recurrence(kind, x, kernel, bias, U, states0, mask, return_sequences, rb_split,
                 batch_parts, min_part_rows, low=None):
     """The recurrence over time-major ``x`` (time, batch, features), already in processing
@@ -292,6 +372,9 @@ def _recurrence(kind, x, kernel, bias, U, states0, mask, return_sequences, rb_sp
     ``low``: the dtype of the matrix products (the element-wise work stays in x's), or None.
     Returns ``(hs, finals)``: hs (time, batch, units), the stacked states (None unless
     return_sequences), and the final states."""
+    ops = _native_ops(x, mask, low)
+    if ops is not None:
+        return _native(kind, ops, x, kernel, bias, U, states0, return_sequences, rb_split)
     forward, backward = _CELLS[kind]
     steps = x.shape[0]
     batch = x.shape[1] if x.shape[1] is not None else tf.shape(x)[1]
@@ -305,11 +388,7 @@ def _recurrence(kind, x, kernel, bias, U, states0, mask, return_sequences, rb_sp
             return None, None
         if rb_split is None:
             return b, None
-        b_in, b_rec = b[0], b[1]
-        # GRU reset_after: the gates' recurrent biases join the input bias; the candidate's
-        # stays inside the loop, where the reset gate multiplies it.
-        return b_in + tf.concat([b_rec[:rb_split], tf.zeros_like(b_rec[rb_split:])], 0), \
-            b_rec[rb_split:]
+        return _gru_biases(b, rb_split)
 
     @tf.custom_gradient
     def recurrence(*args):

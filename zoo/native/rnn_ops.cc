@@ -1,0 +1,438 @@
+// zoo's native recurrences for the CPU fast path (zoo/fast_rnn.py): the sequential part of
+// an LSTM, a GRU (reset_after) and the plain tanh recurrence, forward and backward, as
+// TensorFlow ops.  What is not sequential (the input projection, the weight gradients) stays
+// in TensorFlow as large matrix products.
+//
+// The batch is cut into blocks of rows, one per intra-op thread; each block runs all its time
+// steps on its thread (the rows of a batch do not interact), so the threads never wait for
+// each other inside the loop.  Per step: one product h . U (Eigen, single-threaded) into the
+// pre-activations, then the gates with Eigen's vectorised logistic and tanh, the functions
+// TensorFlow's own Sigmoid and Tanh kernels use.  Layouts are Keras's, time-major:
+//
+//   ZooLstmForward(xp (T,B,4U), h0, c0 (B,U), u (U,4U)) -> hs, cs (T,B,U), gates (T,B,4U)
+//       gates i, f, c, o along the last axis, stored activated
+//   ZooLstmBackward(gates, cs, c0, d_hs (T,B,U), d_h, d_c (B,U), u) -> dz (T,B,4U), dh0, dc0
+//   ZooGruForward(xp (T,B,3U), h0 (B,U), u (U,3U), rb (U)) -> hs (T,B,U), gates (T,B,3U),
+//       r_h (T,B,U): gates z, r and the candidate, stored activated; xp holds the input
+//       projection plus the recurrent biases of z and r; rb is the candidate's recurrent bias
+//   ZooGruBackward(gates, r_h, hs, h0, d_hs, d_h, u) -> d_xp (T,B,3U), d_inner (T,B,3U), dh0
+//   ZooTanhForward(xp (T,B,U), h0 (B,U), u (U,U)) -> hs (T,B,U)
+//   ZooTanhBackward(hs, d_hs, d_h, u) -> da (T,B,U) [gradients of the pre-activations], dh0
+
+#define EIGEN_USE_THREADS
+#include <algorithm>
+#include <functional>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/util/work_sharder.h"
+#include "unsupported/Eigen/CXX11/Tensor"
+
+using namespace tensorflow;  // NOLINT
+using shape_inference::InferenceContext;
+using shape_inference::ShapeHandle;
+
+namespace {
+
+using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using MapM = Eigen::Map<RowMat>;
+using CMapM = Eigen::Map<const RowMat>;
+
+// Rows per block: at least this many, so a step's product stays worth a thread.
+constexpr int64_t kMinRows = 8;
+
+// Runs fn(row_begin, row_end) over blocks of rows, one block per intra-op thread.
+void ForRowBlocks(OpKernelContext* ctx, int64_t batch,
+                  const std::function<void(int64_t, int64_t)>& fn) {
+  auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
+  const int64_t blocks = std::max<int64_t>(
+      1, std::min<int64_t>(workers->num_threads, batch / kMinRows));
+  if (blocks == 1) {
+    fn(0, batch);
+    return;
+  }
+  Shard(blocks, workers->workers, blocks, /*cost_per_unit=*/1LL << 40,
+        [&](int64_t first, int64_t last) {
+          for (int64_t k = first; k < last; ++k) {
+            fn(batch * k / blocks, batch * (k + 1) / blocks);
+          }
+        });
+}
+
+// The shapes of one call: T steps, B rows, U units, G = gates * U columns.
+struct Dims {
+  int64_t T, B, U, G;
+};
+
+// Checks x (T, B, gates * U) against u (U, gates * U); a one-line error otherwise.
+Status SeqDims(const Tensor& x, const Tensor& u, int gates, const char* op, Dims* d) {
+  if (x.dims() != 3 || u.dims() != 2 || u.dim_size(1) != gates * u.dim_size(0) ||
+      x.dim_size(2) != u.dim_size(1)) {
+    return errors::InvalidArgument(op, ": expected a (T, B, ", gates, "U) sequence and a (U, ",
+                                   gates, "U) recurrent kernel, got ",
+                                   x.shape().DebugString(), " and ", u.shape().DebugString());
+  }
+  *d = Dims{x.dim_size(0), x.dim_size(1), u.dim_size(0), u.dim_size(1)};
+  return OkStatus();
+}
+
+Status Expect(const Tensor& t, const TensorShape& shape, const char* op, const char* name) {
+  if (t.shape() != shape) {
+    return errors::InvalidArgument(op, ": ", name, " must have shape ", shape.DebugString(),
+                                   ", got ", t.shape().DebugString());
+  }
+  return OkStatus();
+}
+
+const float* In(OpKernelContext* ctx, int i) { return ctx->input(i).flat<float>().data(); }
+
+float* Out(OpKernelContext* ctx, int i, const TensorShape& shape) {
+  Tensor* t = nullptr;
+  Status s = ctx->allocate_output(i, shape, &t);
+  if (!s.ok()) {
+    ctx->SetStatus(s);
+    return nullptr;
+  }
+  return t->flat<float>().data();
+}
+
+// u (U, G) transposed, (G, U), so each step's product dz . u^T is a plain product.
+RowMat Transposed(const Tensor& u) {
+  return CMapM(u.flat<float>().data(), u.dim_size(0), u.dim_size(1)).transpose();
+}
+
+// Shape functions: outputs shaped like inputs, or (T, B, U) from a sequence and a state.
+ShapeHandle Seq(InferenceContext* c, int seq_input, int state_input) {
+  ShapeHandle x = c->input(seq_input), s = c->input(state_input);
+  if (!c->RankKnown(x) || !c->RankKnown(s)) return c->UnknownShape();
+  return c->MakeShape({c->Dim(x, 0), c->Dim(x, 1), c->Dim(s, 1)});
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------- LSTM
+
+REGISTER_OP("ZooLstmForward")
+    .Input("xp: float").Input("h0: float").Input("c0: float").Input("u: float")
+    .Output("hs: float").Output("cs: float").Output("gates: float")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, Seq(c, 0, 1));
+      c->set_output(1, Seq(c, 0, 1));
+      c->set_output(2, c->input(0));
+      return OkStatus();
+    });
+
+REGISTER_OP("ZooLstmBackward")
+    .Input("gates: float").Input("cs: float").Input("c0: float").Input("d_hs: float")
+    .Input("d_h: float").Input("d_c: float").Input("u: float")
+    .Output("dz: float").Output("dh0: float").Output("dc0: float")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      c->set_output(1, c->input(4));
+      c->set_output(2, c->input(5));
+      return OkStatus();
+    });
+
+class ZooLstmForwardOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+
+  void Compute(OpKernelContext* ctx) override {
+    const char* op = "ZooLstmForward";
+    Dims d;
+    OP_REQUIRES_OK(ctx, SeqDims(ctx->input(0), ctx->input(3), 4, op, &d));
+    const int64_t T = d.T, B = d.B, U = d.U, G = d.G;
+    const TensorShape state({B, U}), seq({T, B, U});
+    OP_REQUIRES_OK(ctx, Expect(ctx->input(1), state, op, "h0"));
+    OP_REQUIRES_OK(ctx, Expect(ctx->input(2), state, op, "c0"));
+    const float *xp = In(ctx, 0), *h0 = In(ctx, 1), *c0 = In(ctx, 2);
+    CMapM um(In(ctx, 3), U, G);
+    float* hs = Out(ctx, 0, seq);
+    float* cs = Out(ctx, 1, seq);
+    float* gates = Out(ctx, 2, ctx->input(0).shape());
+    if (!ctx->status().ok() || T == 0 || B == 0) return;
+
+    ForRowBlocks(ctx, B, [&](int64_t r0, int64_t r1) {
+      const int64_t b = r1 - r0;
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t row = t * B + r0;
+        const float* h_prev = t == 0 ? h0 + r0 * U : hs + (row - B) * U;
+        const float* c_prev = t == 0 ? c0 + r0 * U : cs + (row - B) * U;
+        MapM z(gates + row * G, b, G);
+        z = CMapM(xp + row * G, b, G);
+        z.noalias() += CMapM(h_prev, b, U) * um;
+        auto s = z.array();
+        s.leftCols(2 * U) = s.leftCols(2 * U).logistic();
+        s.middleCols(2 * U, U) = s.middleCols(2 * U, U).tanh();
+        s.rightCols(U) = s.rightCols(U).logistic();
+        MapM c(cs + row * U, b, U);
+        c.array() = s.middleCols(U, U) * CMapM(c_prev, b, U).array() +
+                    s.leftCols(U) * s.middleCols(2 * U, U);
+        MapM(hs + row * U, b, U).array() = s.rightCols(U) * c.array().tanh();
+      }
+    });
+  }
+};
+
+class ZooLstmBackwardOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+
+  void Compute(OpKernelContext* ctx) override {
+    const char* op = "ZooLstmBackward";
+    Dims d;
+    OP_REQUIRES_OK(ctx, SeqDims(ctx->input(0), ctx->input(6), 4, op, &d));
+    const int64_t T = d.T, B = d.B, U = d.U, G = d.G;
+    const TensorShape state({B, U}), seq({T, B, U});
+    OP_REQUIRES_OK(ctx, Expect(ctx->input(1), seq, op, "cs"));
+    OP_REQUIRES_OK(ctx, Expect(ctx->input(2), state, op, "c0"));
+    OP_REQUIRES_OK(ctx, Expect(ctx->input(3), seq, op, "d_hs"));
+    OP_REQUIRES_OK(ctx, Expect(ctx->input(4), state, op, "d_h"));
+    OP_REQUIRES_OK(ctx, Expect(ctx->input(5), state, op, "d_c"));
+    const float *gates = In(ctx, 0), *cs = In(ctx, 1), *c0 = In(ctx, 2), *d_hs = In(ctx, 3);
+    float* dz_out = Out(ctx, 0, ctx->input(0).shape());
+    float* gh_out = Out(ctx, 1, state);  // the running gradients, ending as dh0 and dc0
+    float* gc_out = Out(ctx, 2, state);
+    if (!ctx->status().ok()) return;
+    std::copy_n(In(ctx, 4), B * U, gh_out);
+    std::copy_n(In(ctx, 5), B * U, gc_out);
+    if (T == 0 || B == 0) return;
+    const RowMat ut = Transposed(ctx->input(6));
+
+    ForRowBlocks(ctx, B, [&](int64_t r0, int64_t r1) {
+      const int64_t b = r1 - r0;
+      MapM gh(gh_out + r0 * U, b, U), gc(gc_out + r0 * U, b, U);
+      RowMat dc(b, U), tc(b, U);
+      for (int64_t t = T - 1; t >= 0; --t) {
+        const int64_t row = t * B + r0;
+        gh += CMapM(d_hs + row * U, b, U);
+        auto s = CMapM(gates + row * G, b, G).array();
+        auto i = s.leftCols(U), f = s.middleCols(U, U), g = s.middleCols(2 * U, U),
+             o = s.rightCols(U);
+        auto c_prev = CMapM(t == 0 ? c0 + r0 * U : cs + (row - B) * U, b, U).array();
+        tc.array() = CMapM(cs + row * U, b, U).array().tanh();
+        auto ga = gh.array();
+        auto ta = tc.array();
+        auto dca = dc.array();
+        dca = gc.array() + ga * o * (1.0f - ta * ta);
+        MapM dz(dz_out + row * G, b, G);
+        auto dza = dz.array();
+        dza.leftCols(U) = dca * g * i * (1.0f - i);
+        dza.middleCols(U, U) = dca * c_prev * f * (1.0f - f);
+        dza.middleCols(2 * U, U) = dca * i * (1.0f - g * g);
+        dza.rightCols(U) = ga * ta * o * (1.0f - o);
+        gc.array() = dca * f;
+        gh.noalias() = dz * ut;
+      }
+    });
+  }
+};
+
+// -------------------------------------------------------------------------------- GRU
+
+REGISTER_OP("ZooGruForward")
+    .Input("xp: float").Input("h0: float").Input("u: float").Input("rb: float")
+    .Output("hs: float").Output("gates: float").Output("r_h: float")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, Seq(c, 0, 1));
+      c->set_output(1, c->input(0));
+      c->set_output(2, Seq(c, 0, 1));
+      return OkStatus();
+    });
+
+REGISTER_OP("ZooGruBackward")
+    .Input("gates: float").Input("r_h: float").Input("hs: float").Input("h0: float")
+    .Input("d_hs: float").Input("d_h: float").Input("u: float")
+    .Output("d_xp: float").Output("d_inner: float").Output("dh0: float")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      c->set_output(1, c->input(0));
+      c->set_output(2, c->input(5));
+      return OkStatus();
+    });
+
+class ZooGruForwardOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+
+  void Compute(OpKernelContext* ctx) override {
+    const char* op = "ZooGruForward";
+    Dims d;
+    OP_REQUIRES_OK(ctx, SeqDims(ctx->input(0), ctx->input(2), 3, op, &d));
+    const int64_t T = d.T, B = d.B, U = d.U, G = d.G;
+    const TensorShape state({B, U}), seq({T, B, U});
+    OP_REQUIRES_OK(ctx, Expect(ctx->input(1), state, op, "h0"));
+    OP_REQUIRES_OK(ctx, Expect(ctx->input(3), TensorShape({U}), op, "rb"));
+    const float *xp = In(ctx, 0), *h0 = In(ctx, 1);
+    CMapM um(In(ctx, 2), U, G);
+    Eigen::Map<const Eigen::Array<float, 1, Eigen::Dynamic>> rb(In(ctx, 3), U);
+    float* hs = Out(ctx, 0, seq);
+    float* gates = Out(ctx, 1, ctx->input(0).shape());
+    float* r_h = Out(ctx, 2, seq);
+    if (!ctx->status().ok() || T == 0 || B == 0) return;
+
+    ForRowBlocks(ctx, B, [&](int64_t r0, int64_t r1) {
+      const int64_t b = r1 - r0;
+      RowMat inner(b, G);
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t row = t * B + r0;
+        auto h_prev = CMapM(t == 0 ? h0 + r0 * U : hs + (row - B) * U, b, U);
+        inner.noalias() = h_prev * um;
+        auto x = CMapM(xp + row * G, b, G).array();
+        MapM s(gates + row * G, b, G);
+        auto sa = s.array();
+        auto in = inner.array();
+        sa.leftCols(2 * U) = (x.leftCols(2 * U) + in.leftCols(2 * U)).logistic();
+        MapM rh(r_h + row * U, b, U);
+        rh.array() = in.rightCols(U).rowwise() + rb;
+        sa.rightCols(U) = (x.rightCols(U) + sa.middleCols(U, U) * rh.array()).tanh();
+        auto z = sa.leftCols(U);
+        auto hh = sa.rightCols(U);
+        MapM(hs + row * U, b, U).array() = hh + z * (h_prev.array() - hh);
+      }
+    });
+  }
+};
+
+class ZooGruBackwardOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+
+  void Compute(OpKernelContext* ctx) override {
+    const char* op = "ZooGruBackward";
+    Dims d;
+    OP_REQUIRES_OK(ctx, SeqDims(ctx->input(0), ctx->input(6), 3, op, &d));
+    const int64_t T = d.T, B = d.B, U = d.U, G = d.G;
+    const TensorShape state({B, U}), seq({T, B, U});
+    OP_REQUIRES_OK(ctx, Expect(ctx->input(1), seq, op, "r_h"));
+    OP_REQUIRES_OK(ctx, Expect(ctx->input(2), seq, op, "hs"));
+    OP_REQUIRES_OK(ctx, Expect(ctx->input(3), state, op, "h0"));
+    OP_REQUIRES_OK(ctx, Expect(ctx->input(4), seq, op, "d_hs"));
+    OP_REQUIRES_OK(ctx, Expect(ctx->input(5), state, op, "d_h"));
+    const float *gates = In(ctx, 0), *r_h = In(ctx, 1), *hs = In(ctx, 2), *h0 = In(ctx, 3),
+                *d_hs = In(ctx, 4);
+    float* d_xp = Out(ctx, 0, ctx->input(0).shape());
+    float* d_inner = Out(ctx, 1, ctx->input(0).shape());
+    float* gh_out = Out(ctx, 2, state);
+    if (!ctx->status().ok()) return;
+    std::copy_n(In(ctx, 5), B * U, gh_out);
+    if (T == 0 || B == 0) return;
+    const RowMat ut = Transposed(ctx->input(6));
+
+    ForRowBlocks(ctx, B, [&](int64_t r0, int64_t r1) {
+      const int64_t b = r1 - r0;
+      MapM gh(gh_out + r0 * U, b, U);
+      RowMat d_hpre(b, U);
+      for (int64_t t = T - 1; t >= 0; --t) {
+        const int64_t row = t * B + r0;
+        gh += CMapM(d_hs + row * U, b, U);
+        auto s = CMapM(gates + row * G, b, G).array();
+        auto z = s.leftCols(U), r = s.middleCols(U, U), hh = s.rightCols(U);
+        auto h_prev = CMapM(t == 0 ? h0 + r0 * U : hs + (row - B) * U, b, U).array();
+        auto rh = CMapM(r_h + row * U, b, U).array();
+        auto ga = gh.array();
+        auto dh = d_hpre.array();
+        dh = ga * (1.0f - z) * (1.0f - hh * hh);
+        MapM dx(d_xp + row * G, b, G), di(d_inner + row * G, b, G);
+        auto dxa = dx.array(), dia = di.array();
+        dxa.leftCols(U) = ga * (h_prev - hh) * z * (1.0f - z);
+        dxa.middleCols(U, U) = dh * rh * r * (1.0f - r);
+        dxa.rightCols(U) = dh;
+        dia.leftCols(2 * U) = dxa.leftCols(2 * U);
+        dia.rightCols(U) = dh * r;
+        ga = ga * z;
+        gh.noalias() += di * ut;
+      }
+    });
+  }
+};
+
+// ------------------------------------------------------------------------------- tanh
+
+REGISTER_OP("ZooTanhForward")
+    .Input("xp: float").Input("h0: float").Input("u: float")
+    .Output("hs: float")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      return OkStatus();
+    });
+
+REGISTER_OP("ZooTanhBackward")
+    .Input("hs: float").Input("d_hs: float").Input("d_h: float").Input("u: float")
+    .Output("da: float").Output("dh0: float")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      c->set_output(1, c->input(2));
+      return OkStatus();
+    });
+
+class ZooTanhForwardOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+
+  void Compute(OpKernelContext* ctx) override {
+    const char* op = "ZooTanhForward";
+    Dims d;
+    OP_REQUIRES_OK(ctx, SeqDims(ctx->input(0), ctx->input(2), 1, op, &d));
+    const int64_t T = d.T, B = d.B, U = d.U;
+    OP_REQUIRES_OK(ctx, Expect(ctx->input(1), TensorShape({B, U}), op, "h0"));
+    const float *xp = In(ctx, 0), *h0 = In(ctx, 1);
+    CMapM um(In(ctx, 2), U, U);
+    float* hs = Out(ctx, 0, ctx->input(0).shape());
+    if (!ctx->status().ok() || T == 0 || B == 0) return;
+
+    ForRowBlocks(ctx, B, [&](int64_t r0, int64_t r1) {
+      const int64_t b = r1 - r0;
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t row = t * B + r0;
+        const float* h_prev = t == 0 ? h0 + r0 * U : hs + (row - B) * U;
+        MapM h(hs + row * U, b, U);
+        h = CMapM(xp + row * U, b, U);
+        h.noalias() += CMapM(h_prev, b, U) * um;
+        h.array() = h.array().tanh();
+      }
+    });
+  }
+};
+
+class ZooTanhBackwardOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+
+  void Compute(OpKernelContext* ctx) override {
+    const char* op = "ZooTanhBackward";
+    Dims d;
+    OP_REQUIRES_OK(ctx, SeqDims(ctx->input(0), ctx->input(3), 1, op, &d));
+    const int64_t T = d.T, B = d.B, U = d.U;
+    OP_REQUIRES_OK(ctx, Expect(ctx->input(1), ctx->input(0).shape(), op, "d_hs"));
+    OP_REQUIRES_OK(ctx, Expect(ctx->input(2), TensorShape({B, U}), op, "d_h"));
+    const float *hs = In(ctx, 0), *d_hs = In(ctx, 1);
+    float* da = Out(ctx, 0, ctx->input(0).shape());
+    float* gh_out = Out(ctx, 1, TensorShape({B, U}));
+    if (!ctx->status().ok()) return;
+    std::copy_n(In(ctx, 2), B * U, gh_out);
+    if (T == 0 || B == 0) return;
+    const RowMat ut = Transposed(ctx->input(3));
+
+    ForRowBlocks(ctx, B, [&](int64_t r0, int64_t r1) {
+      const int64_t b = r1 - r0;
+      MapM gh(gh_out + r0 * U, b, U);
+      for (int64_t t = T - 1; t >= 0; --t) {
+        const int64_t row = t * B + r0;
+        gh += CMapM(d_hs + row * U, b, U);
+        auto h = CMapM(hs + row * U, b, U).array();
+        MapM a(da + row * U, b, U);
+        a.array() = gh.array() * (1.0f - h * h);
+        gh.noalias() = a * ut;
+      }
+    });
+  }
+};
+
+REGISTER_KERNEL_BUILDER(Name("ZooLstmForward").Device(DEVICE_CPU), ZooLstmForwardOp);
+REGISTER_KERNEL_BUILDER(Name("ZooLstmBackward").Device(DEVICE_CPU), ZooLstmBackwardOp);
+REGISTER_KERNEL_BUILDER(Name("ZooGruForward").Device(DEVICE_CPU), ZooGruForwardOp);
+REGISTER_KERNEL_BUILDER(Name("ZooGruBackward").Device(DEVICE_CPU), ZooGruBackwardOp);
+REGISTER_KERNEL_BUILDER(Name("ZooTanhForward").Device(DEVICE_CPU), ZooTanhForwardOp);
+REGISTER_KERNEL_BUILDER(Name("ZooTanhBackward").Device(DEVICE_CPU), ZooTanhBackwardOp);
