@@ -9,9 +9,11 @@ the median ratio B / A, and the load average before and after (a contended run s
     python bench/ab_fast_rnn.py --builder gru --size small [--a FILE] [--b FILE]
         [--a-set _BATCH_PARTS=1] [--b-set _BATCH_PARTS=2] [--rounds 6] [--steps 10]
         [--mode train|forward] [--shape UNITS,WINDOW,BATCH,LAYERS] [--policy mixed_bfloat16]
+        [--b-policy float32]
 
-``--shape`` replaces ``--size`` (e.g. the main job's ``384,100,64,1``); ``--policy`` sets Keras's
-dtype policy for both variants.
+``--shape`` replaces ``--size`` (e.g. the main job's ``384,100,32,1``); ``--policy`` sets Keras's
+dtype policy for both variants, ``--b-policy`` another one for B (A/B of two precisions: give
+``--a`` and ``--b`` the same file, or neither after committing).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def main():
     ap.add_argument("--mode", default="train", choices=["train", "forward"])
     ap.add_argument("--shape", help="UNITS,WINDOW,BATCH,LAYERS instead of --size")
     ap.add_argument("--policy", default="float32", help="Keras dtype policy of both variants")
+    ap.add_argument("--b-policy", help="Keras dtype policy of B (default: --policy)")
     args = ap.parse_args()
     print("load average at start:", open("/proc/loadavg").read().split()[:3], flush=True)
 
@@ -82,11 +85,12 @@ def main():
     layers = LAYERS
     if args.shape:
         units, window, batch, layers = (int(v) for v in args.shape.split(","))
-    keras.mixed_precision.set_global_policy(args.policy)
     x, y = _data(args.steps, window, batch)
     x, y = x.astype(np.int32), y.astype(np.int32)
     variants = {}
+    policies = {"A": args.policy, "B": args.b_policy or args.policy}
     for name, path, sets in (("A", a_path, args.a_set), ("B", b_path, args.b_set)):
+        keras.mixed_precision.set_global_policy(policies[name])
         mod = _load(path, f"fast_rnn_{name}")
         saved = {k: getattr(zl, k) for k in _settings(sets)}
         for k, v in _settings(sets).items():
@@ -129,7 +133,8 @@ def main():
     best = max(speeds["B"]) / max(speeds["A"])
     med = statistics.median(speeds["B"]) / statistics.median(speeds["A"])
     cmed = statistics.median(cpu["B"]) / statistics.median(cpu["A"])
-    print(f"[{args.shape or args.size} {args.builder} {args.mode} {args.policy}] B/A wall best "
+    print(f"[{args.shape or args.size} {args.builder} {args.mode} A {policies['A']}, "
+          f"B {policies['B']}] B/A wall best "
           f"{best:.3f}, median {med:.3f}; CPU-time median {cmed:.3f}")
     print("load average at end:", open("/proc/loadavg").read().split()[:3], flush=True)
 

@@ -148,8 +148,8 @@ def test_fast_path_equals_keras(kind, mode, spy_fast, path):
             native_calls = None if path is None else len(path)
             got = _run(fast, x, m, init)
             assert len(spy_fast) == calls + 1  # the fast path ran
-            if path is not None:  # unmasked calls run the native ops, masked ones the graph
-                assert len(path) == native_calls + (m is None)
+            if path is not None:  # the native ops ran the recurrence, masked or not
+                assert len(path) == native_calls + 1
             _assert_same(got[0], expected[0])
             _assert_same(got[1], expected[1])
     # the weights matter: other weights, other outputs
@@ -345,25 +345,31 @@ def test_mixed_precision(kind, policy):
         np.testing.assert_allclose(a, b, atol=tol * max(1.0, np.abs(b).max()), rtol=0)
 
 
+@pytest.mark.parametrize("masked", [True, False])
 @pytest.mark.parametrize("kind", KINDS)
-def test_bfloat16_runs_only_the_products_in_bfloat16(kind):
+def test_bfloat16_runs_only_the_products_in_bfloat16(kind, masked, native_calls):
     """Under mixed_bfloat16 the fast path multiplies in bfloat16 but keeps the gates, states
     and gradients in float32 (returning bfloat16): its outputs and gradients are closer to
     the float32 layer's than those of Keras's all-bfloat16 loop (measured: about half the
-    error on the gradients)."""
+    error on the gradients).  The native ops run the recurrence (its per-step products in
+    float32); only the large products are in bfloat16."""
     x, mask = _data(seed=15)
+    mask = mask if masked else None
     ref32, _ = _pair(kind, return_sequences=True)
     ref16, fast16 = _pair(kind, return_sequences=True, dtype="mixed_bfloat16")
     exact = _run(ref32, x, mask)
     keras_bf16 = _run(ref16, x, mask)
     zoo_bf16 = _run(fast16, x, mask)
     assert zoo_bf16[0][0].dtype == keras_bf16[0][0].dtype
+    assert native_calls == [kind.lower().replace("simplernn", "simple")]
 
     def error(run):   # mean relative error over the outputs and every gradient
         return np.mean([np.abs(a.astype("float32") - b).mean() / np.abs(b).mean()
                         for a, b in zip(run[0] + run[1], exact[0] + exact[1])])
 
-    assert error(zoo_bf16) < 0.75 * error(keras_bf16)
+    # measured: 0.47-0.53 of Keras's error, but 0.76 for an unmasked SimpleRNN (float32 steps
+    # leave only the bfloat16 projection and output, whose rounding dominates at 5 units)
+    assert error(zoo_bf16) < 0.8 * error(keras_bf16)
     assert error(zoo_bf16) < 1e-2
 
 
@@ -482,10 +488,11 @@ def test_only_wide_layers_split_the_batch(units, parts, monkeypatch):
 @pytest.mark.parametrize("kind", KINDS + ["TanhRNN"])
 def test_native_ops_split_the_batch_into_row_blocks(kind, native_calls):
     """A batch of 19 rows: the native ops cut it into uneven blocks of rows, one per intra-op
-    thread, each running all its steps; outputs and gradients stay Keras's."""
+    thread, each running all its steps; outputs and gradients stay Keras's, with a mask too."""
     assert tf.config.threading.get_intra_op_parallelism_threads() != 1
     rng = np.random.default_rng(3)
     x = rng.normal(size=(19, STEPS, FEATURES)).astype("float32")
+    mask = rng.random((19, STEPS)) > 0.3   # holes in rows of every block
     ref_kind = "SimpleRNN" if kind == "TanhRNN" else kind
     ref = getattr(keras.layers, ref_kind)(UNITS, return_sequences=True)
     fast = getattr(zoo_layers, kind)(UNITS, return_sequences=True)
@@ -493,10 +500,11 @@ def test_native_ops_split_the_batch_into_row_blocks(kind, native_calls):
         layer.build((None, None, FEATURES))
     _random_weights(ref, 4)
     fast.set_weights(ref.get_weights())
-    got, expected = _run(fast, x), _run(ref, x)
-    assert native_calls == [{"LSTM": "lstm", "GRU": "gru"}.get(kind, "simple")]
-    _assert_same(got[0], expected[0])
-    _assert_same(got[1], expected[1])
+    for m in (None, mask):
+        got, expected = _run(fast, x, m), _run(ref, x, m)
+        _assert_same(got[0], expected[0])
+        _assert_same(got[1], expected[1])
+    assert native_calls == [{"LSTM": "lstm", "GRU": "gru"}.get(kind, "simple")] * 2
 
 
 def test_native_ops_reject_inconsistent_shapes():
@@ -505,13 +513,21 @@ def test_native_ops_reject_inconsistent_shapes():
 
     ops = native.rnn_ops()
     assert ops is not None, native.why_not()
+    none = tf.zeros([0])
     with pytest.raises(tf.errors.InvalidArgumentError, match="ZooLstmForward.*recurrent kernel"):
         ops.zoo_lstm_forward(tf.zeros([3, 2, 8]), tf.zeros([2, 2]), tf.zeros([2, 2]),
-                             tf.zeros([2, 7]))
+                             tf.zeros([2, 7]), none)
     with pytest.raises(tf.errors.InvalidArgumentError, match="ZooGruBackward: d_h must have"):
         ops.zoo_gru_backward(tf.zeros([3, 2, 6]), tf.zeros([3, 2, 2]), tf.zeros([3, 2, 2]),
                              tf.zeros([2, 2]), tf.zeros([3, 2, 2]), tf.zeros([1, 2]),
-                             tf.zeros([2, 6]))
+                             tf.zeros([2, 6]), none)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"ZooTanhForward: mask must have shape \[3,2\]"):
+        ops.zoo_tanh_forward(tf.zeros([3, 2, 2]), tf.zeros([2, 2]), tf.zeros([2, 2]),
+                             tf.ones([2, 3]))
+    hs = ops.zoo_tanh_forward(tf.ones([3, 2, 2]), tf.zeros([2, 2]), tf.zeros([2, 2]),
+                              tf.constant([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]]))
+    np.testing.assert_allclose(hs[:, :, 0], np.tanh([[1, 0], [1, 0], [1, 1]]), rtol=1e-6)
 
 
 def test_xla_compiled_training_takes_the_graph_path(native_calls, spy_fast):

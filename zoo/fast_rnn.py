@@ -17,8 +17,17 @@ the plain tanh recurrence of SimpleRNN / TanhRNN) the way a fused kernel would:
   ``dz . recurrent_kernel^T``; the gradients of the weights and of the inputs are then a few
   large matrix products over all steps.
 
+Where zoo's native ops build (``zoo/native``: a C++ source compiled on first use with the
+machine's compiler against the installed TensorFlow, and cached), the recurrence runs
+its sequential part, forward and backward, in them: per step one product ``h . U`` and the
+gates in one fused pass, with the batch cut into blocks of rows that the intra-op threads run
+side by side, each through all its steps; the projections and weight gradients stay the large
+TensorFlow products above.  XLA compilations, and machines where the ops cannot be built
+(``zoo.native.why_not()`` says why), take the graph loop described above; both compute the same
+thing (within 1e-5 of Keras, ``tests/test_fast_rnn.py``).
+
 The layers in ``zoo.layers`` call :func:`run` from their ``inner_loop`` when
-:func:`supported` says the configuration can take this path, and otherwise defer to Keras
+``zoo.layers.fast_path_reason`` says the configuration can take this path, and otherwise defer to Keras
 (on a GPU, Keras's own ``inner_loop`` takes the cuDNN kernel).  :func:`run` returns exactly
 what Keras's ``RNN.inner_loop`` returns: ``(last_output, outputs, states)``, with Keras's
 masking rules (a masked step carries the state and outputs the previous output, zeros before
@@ -285,10 +294,11 @@ def _column_sums(d2):
     return tf.matmul(tf.ones([1, tf.shape(d2)[0]], d2.dtype), d2)[0]
 
 
-def _native_ops(x, mask, low):
-    """zoo's native op module when this recurrence can run on it, else None: float32 with no
-    mask, outside an XLA compilation (XLA cannot compile a custom op)."""
-    if mask is not None or low is not None or x.dtype != tf.float32:
+def _native_ops(x):
+    """zoo's native op module when this recurrence can run on it, else None: states in float32
+    (the products may be in bfloat16), outside an XLA compilation (XLA cannot compile a custom
+    op)."""
+    if x.dtype != tf.float32:
         return None
     from tensorflow.python.ops import control_flow_util
 
@@ -299,15 +309,19 @@ def _native_ops(x, mask, low):
     return native.rnn_ops()
 
 
-def _native(kind, ops, x, kernel, bias, U, states0, return_sequences, rb_split):
+def _native(kind, ops, x, kernel, bias, U, states0, mask, return_sequences, rb_split,
+            low=None):
     """The recurrence with its sequential part in zoo's native ops (``zoo/native``), forward
-    and backward, over blocks of batch rows on the intra-op threads; the input projection and
-    the weight gradients stay large TensorFlow products, as in :func:`_recurrence`."""
+    and backward, over blocks of batch rows on the intra-op threads, in float32; the input
+    projection and the weight gradients stay large TensorFlow products, in ``low`` precision
+    when given, as in :func:`_recurrence`."""
     n_states = len(states0)
     has_bias = bias is not None
+    # (time, batch) floats, 1 where a step is used; an empty tensor for no mask
+    m = tf.zeros([0]) if mask is None else tf.cast(mask[:, :, 0], tf.float32)
 
     @tf.custom_gradient
-    def recurrence(x, kernel, U, *rest):
+    def recurrence(x, kernel, U, m, *rest):
         st0, b = list(rest[:n_states]), (rest[n_states] if has_bias else None)
         h0 = st0[0]
         if kind == "gru":
@@ -315,15 +329,15 @@ def _native(kind, ops, x, kernel, bias, U, states0, return_sequences, rb_split):
             rb = tf.zeros([U.shape[0]], U.dtype) if rb is None else rb
         else:
             b_in = b
-        xp = _project(x, kernel, b_in)
+        xp = _project(x, kernel if low is None else tf.cast(kernel, low), b_in)
         if kind == "lstm":
-            hs, cs, gates = ops.zoo_lstm_forward(xp, h0, st0[1], U)
+            hs, cs, gates = ops.zoo_lstm_forward(xp, h0, st0[1], U, m)
             finals = [hs[-1], cs[-1]]
         elif kind == "gru":
-            hs, gates, r_h = ops.zoo_gru_forward(xp, h0, U, rb)
+            hs, gates, r_h = ops.zoo_gru_forward(xp, h0, U, rb, m)
             finals = [hs[-1]]
         else:
-            hs = ops.zoo_tanh_forward(xp, h0, U)
+            hs = ops.zoo_tanh_forward(xp, h0, U, m)
             finals = [hs[-1]]
         outs = finals + [hs] if return_sequences else finals
 
@@ -331,19 +345,20 @@ def _native(kind, ops, x, kernel, bias, U, states0, return_sequences, rb_split):
             d_fin = [_zeros_if_none(upstream[k], finals[k]) for k in range(n_states)]
             d_hs = _zeros_if_none(upstream[n_states] if return_sequences else None, hs)
             if kind == "lstm":
-                dz, dh0, dc0 = ops.zoo_lstm_backward(gates, cs, st0[1], d_hs, *d_fin, U)
+                dz, dh0, dc0 = ops.zoo_lstm_backward(gates, cs, st0[1], d_hs, *d_fin, U, m)
                 d_xp, d_inner, d_st0 = dz, None, [dh0, dc0]
             elif kind == "gru":
-                d_xp, d_inner, dh0 = ops.zoo_gru_backward(gates, r_h, hs, h0, d_hs, d_fin[0], U)
+                d_xp, d_inner, dh0 = ops.zoo_gru_backward(gates, r_h, hs, h0, d_hs, d_fin[0],
+                                                          U, m)
                 d_st0 = [dh0]
             else:
-                d_xp, dh0 = ops.zoo_tanh_backward(hs, d_hs, d_fin[0], U)
+                d_xp, dh0 = ops.zoo_tanh_backward(hs, d_hs, d_fin[0], U, m)
                 d_inner, d_st0 = None, [dh0]
-            dx, d_kernel, d_xp2 = _input_grads(x, kernel, d_xp, None)
+            dx, d_kernel, d_xp2 = _input_grads(x, kernel, d_xp, low)
             d_inner2 = d_xp2 if d_inner is None else _flat(d_inner)
             h_prev = tf.concat([h0[None], hs[:-1]], axis=0)
-            d_U = tf.matmul(_flat(h_prev), d_inner2, transpose_a=True)
-            grads = [dx, d_kernel, d_U] + d_st0
+            d_U = _mm(_flat(h_prev), tf.cast(d_inner2, low or d_inner2.dtype), transpose_a=True)
+            grads = [dx, d_kernel, d_U, None] + d_st0
             if has_bias:
                 db_in = _column_sums(d_xp2)
                 grads.append(db_in if kind != "gru" or rb_split is None
@@ -352,7 +367,7 @@ def _native(kind, ops, x, kernel, bias, U, states0, return_sequences, rb_split):
 
         return outs, grad
 
-    outs = recurrence(x, kernel, U, *states0, *([bias] if has_bias else []))
+    outs = recurrence(x, kernel, U, m, *states0, *([bias] if has_bias else []))
     return (outs[n_states] if return_sequences else None), list(outs[:n_states])
 
 
@@ -372,9 +387,10 @@ def _recurrence(kind, x, kernel, bias, U, states0, mask, return_sequences, rb_sp
     ``low``: the dtype of the matrix products (the element-wise work stays in x's), or None.
     Returns ``(hs, finals)``: hs (time, batch, units), the stacked states (None unless
     return_sequences), and the final states."""
-    ops = _native_ops(x, mask, low)
+    ops = _native_ops(x)
     if ops is not None:
-        return _native(kind, ops, x, kernel, bias, U, states0, return_sequences, rb_split)
+        return _native(kind, ops, x, kernel, bias, U, states0, mask, return_sequences, rb_split,
+                       low)
     forward, backward = _CELLS[kind]
     steps = x.shape[0]
     batch = x.shape[1] if x.shape[1] is not None else tf.shape(x)[1]

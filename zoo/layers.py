@@ -18,7 +18,8 @@ visible GPU, for a static number of time steps (at most ``_UNROLL_MAX_STEPS``, o
 ``unroll=True``), and for the configurations it computes exactly: tanh activation and sigmoid
 recurrent activation (LSTM, GRU), GRU ``reset_after=True``, and no recurrent dropout in
 training.  Everything else runs Keras's own loop (on a GPU, LSTM and GRU then take cuDNN as
-before).  ``fast_path_taken(layer, ...)`` tells which way a call goes.
+before).  ``fast_path_reason(layer, ...)`` tells which way a call goes.  Within the fast path,
+unmasked calls run their steps in zoo's native ops where those build (``zoo.native``).
 """
 
 from __future__ import annotations

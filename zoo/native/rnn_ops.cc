@@ -9,15 +9,21 @@
 // pre-activations, then the gates with Eigen's vectorised logistic and tanh, the functions
 // TensorFlow's own Sigmoid and Tanh kernels use.  Layouts are Keras's, time-major:
 //
-//   ZooLstmForward(xp (T,B,4U), h0, c0 (B,U), u (U,4U)) -> hs, cs (T,B,U), gates (T,B,4U)
-//       gates i, f, c, o along the last axis, stored activated
-//   ZooLstmBackward(gates, cs, c0, d_hs (T,B,U), d_h, d_c (B,U), u) -> dz (T,B,4U), dh0, dc0
-//   ZooGruForward(xp (T,B,3U), h0 (B,U), u (U,3U), rb (U)) -> hs (T,B,U), gates (T,B,3U),
-//       r_h (T,B,U): gates z, r and the candidate, stored activated; xp holds the input
-//       projection plus the recurrent biases of z and r; rb is the candidate's recurrent bias
-//   ZooGruBackward(gates, r_h, hs, h0, d_hs, d_h, u) -> d_xp (T,B,3U), d_inner (T,B,3U), dh0
-//   ZooTanhForward(xp (T,B,U), h0 (B,U), u (U,U)) -> hs (T,B,U)
-//   ZooTanhBackward(hs, d_hs, d_h, u) -> da (T,B,U) [gradients of the pre-activations], dh0
+//   ZooLstmForward(xp (T,B,4U), h0, c0 (B,U), u (U,4U), mask) -> hs, cs (T,B,U),
+//       gates (T,B,4U): gates i, f, c, o along the last axis, stored activated
+//   ZooLstmBackward(gates, cs, c0, d_hs (T,B,U), d_h, d_c (B,U), u, mask)
+//       -> dz (T,B,4U), dh0, dc0
+//   ZooGruForward(xp (T,B,3U), h0 (B,U), u (U,3U), rb (U), mask) -> hs (T,B,U),
+//       gates (T,B,3U), r_h (T,B,U): gates z, r and the candidate, stored activated; xp holds
+//       the input projection plus the recurrent biases of z and r; rb is the candidate's
+//       recurrent bias
+//   ZooGruBackward(gates, r_h, hs, h0, d_hs, d_h, u, mask) -> d_xp, d_inner (T,B,3U), dh0
+//   ZooTanhForward(xp (T,B,U), h0 (B,U), u (U,U), mask) -> hs (T,B,U)
+//   ZooTanhBackward(hs, d_hs, d_h, u, mask) -> da (T,B,U) [pre-activation gradients], dh0
+//
+// mask is (T, B), 1 where a step is used and 0 where it is masked, or empty (shape (0,)) for
+// none.  A masked step carries the states (hs and cs hold the carried ones) and passes their
+// gradients straight through, as Keras's masking does.
 
 #define EIGEN_USE_THREADS
 #include <algorithm>
@@ -87,6 +93,28 @@ Status Expect(const Tensor& t, const TensorShape& shape, const char* op, const c
 
 const float* In(OpKernelContext* ctx, int i) { return ctx->input(i).flat<float>().data(); }
 
+// The mask input: nullptr for none (an empty tensor), else (T, B); an error otherwise.
+Status MaskOf(const Tensor& m, const Dims& d, const char* op, const float** out) {
+  *out = nullptr;
+  if (m.NumElements() == 0 && m.dims() == 1) return OkStatus();
+  TF_RETURN_IF_ERROR(Expect(m, TensorShape({d.T, d.B}), op, "mask"));
+  *out = m.flat<float>().data();
+  return OkStatus();
+}
+
+// For each masked row r (mask == 0) of a block: dst row r = src row r (n columns each).
+void CarryMasked(const float* mask_t, int64_t b, int64_t n, const float* src, float* dst) {
+  if (mask_t == nullptr) return;
+  for (int64_t r = 0; r < b; ++r)
+    if (mask_t[r] == 0.0f) std::copy_n(src + r * n, n, dst + r * n);
+}
+
+void ZeroMasked(const float* mask_t, int64_t b, int64_t n, float* dst) {
+  if (mask_t == nullptr) return;
+  for (int64_t r = 0; r < b; ++r)
+    if (mask_t[r] == 0.0f) std::fill_n(dst + r * n, n, 0.0f);
+}
+
 float* Out(OpKernelContext* ctx, int i, const TensorShape& shape) {
   Tensor* t = nullptr;
   Status s = ctx->allocate_output(i, shape, &t);
@@ -115,6 +143,7 @@ ShapeHandle Seq(InferenceContext* c, int seq_input, int state_input) {
 
 REGISTER_OP("ZooLstmForward")
     .Input("xp: float").Input("h0: float").Input("c0: float").Input("u: float")
+    .Input("mask: float")
     .Output("hs: float").Output("cs: float").Output("gates: float")
     .SetShapeFn([](InferenceContext* c) {
       c->set_output(0, Seq(c, 0, 1));
@@ -125,7 +154,7 @@ REGISTER_OP("ZooLstmForward")
 
 REGISTER_OP("ZooLstmBackward")
     .Input("gates: float").Input("cs: float").Input("c0: float").Input("d_hs: float")
-    .Input("d_h: float").Input("d_c: float").Input("u: float")
+    .Input("d_h: float").Input("d_c: float").Input("u: float").Input("mask: float")
     .Output("dz: float").Output("dh0: float").Output("dc0: float")
     .SetShapeFn([](InferenceContext* c) {
       c->set_output(0, c->input(0));
@@ -146,6 +175,8 @@ class ZooLstmForwardOp : public OpKernel {
     const TensorShape state({B, U}), seq({T, B, U});
     OP_REQUIRES_OK(ctx, Expect(ctx->input(1), state, op, "h0"));
     OP_REQUIRES_OK(ctx, Expect(ctx->input(2), state, op, "c0"));
+    const float* mask;
+    OP_REQUIRES_OK(ctx, MaskOf(ctx->input(4), d, op, &mask));
     const float *xp = In(ctx, 0), *h0 = In(ctx, 1), *c0 = In(ctx, 2);
     CMapM um(In(ctx, 3), U, G);
     float* hs = Out(ctx, 0, seq);
@@ -170,6 +201,9 @@ class ZooLstmForwardOp : public OpKernel {
         c.array() = s.middleCols(U, U) * CMapM(c_prev, b, U).array() +
                     s.leftCols(U) * s.middleCols(2 * U, U);
         MapM(hs + row * U, b, U).array() = s.rightCols(U) * c.array().tanh();
+        const float* m = mask ? mask + row : nullptr;
+        CarryMasked(m, b, U, c_prev, cs + row * U);
+        CarryMasked(m, b, U, h_prev, hs + row * U);
       }
     });
   }
@@ -190,6 +224,8 @@ class ZooLstmBackwardOp : public OpKernel {
     OP_REQUIRES_OK(ctx, Expect(ctx->input(3), seq, op, "d_hs"));
     OP_REQUIRES_OK(ctx, Expect(ctx->input(4), state, op, "d_h"));
     OP_REQUIRES_OK(ctx, Expect(ctx->input(5), state, op, "d_c"));
+    const float* mask;
+    OP_REQUIRES_OK(ctx, MaskOf(ctx->input(7), d, op, &mask));
     const float *gates = In(ctx, 0), *cs = In(ctx, 1), *c0 = In(ctx, 2), *d_hs = In(ctx, 3);
     float* dz_out = Out(ctx, 0, ctx->input(0).shape());
     float* gh_out = Out(ctx, 1, state);  // the running gradients, ending as dh0 and dc0
@@ -203,9 +239,10 @@ class ZooLstmBackwardOp : public OpKernel {
     ForRowBlocks(ctx, B, [&](int64_t r0, int64_t r1) {
       const int64_t b = r1 - r0;
       MapM gh(gh_out + r0 * U, b, U), gc(gc_out + r0 * U, b, U);
-      RowMat dc(b, U), tc(b, U);
+      RowMat dc(b, U), tc(b, U), kept_h(b, U), kept_c(b, U);
       for (int64_t t = T - 1; t >= 0; --t) {
         const int64_t row = t * B + r0;
+        const float* m = mask ? mask + row : nullptr;
         gh += CMapM(d_hs + row * U, b, U);
         auto s = CMapM(gates + row * G, b, G).array();
         auto i = s.leftCols(U), f = s.middleCols(U, U), g = s.middleCols(2 * U, U),
@@ -222,8 +259,14 @@ class ZooLstmBackwardOp : public OpKernel {
         dza.middleCols(U, U) = dca * c_prev * f * (1.0f - f);
         dza.middleCols(2 * U, U) = dca * i * (1.0f - g * g);
         dza.rightCols(U) = ga * ta * o * (1.0f - o);
+        // a masked step passes gh and gc straight through
+        ZeroMasked(m, b, G, dz.data());
+        CarryMasked(m, b, U, gh.data(), kept_h.data());
+        CarryMasked(m, b, U, gc.data(), kept_c.data());
         gc.array() = dca * f;
         gh.noalias() = dz * ut;
+        CarryMasked(m, b, U, kept_h.data(), gh.data());
+        CarryMasked(m, b, U, kept_c.data(), gc.data());
       }
     });
   }
@@ -233,6 +276,7 @@ class ZooLstmBackwardOp : public OpKernel {
 
 REGISTER_OP("ZooGruForward")
     .Input("xp: float").Input("h0: float").Input("u: float").Input("rb: float")
+    .Input("mask: float")
     .Output("hs: float").Output("gates: float").Output("r_h: float")
     .SetShapeFn([](InferenceContext* c) {
       c->set_output(0, Seq(c, 0, 1));
@@ -243,7 +287,7 @@ REGISTER_OP("ZooGruForward")
 
 REGISTER_OP("ZooGruBackward")
     .Input("gates: float").Input("r_h: float").Input("hs: float").Input("h0: float")
-    .Input("d_hs: float").Input("d_h: float").Input("u: float")
+    .Input("d_hs: float").Input("d_h: float").Input("u: float").Input("mask: float")
     .Output("d_xp: float").Output("d_inner: float").Output("dh0: float")
     .SetShapeFn([](InferenceContext* c) {
       c->set_output(0, c->input(0));
@@ -264,6 +308,8 @@ class ZooGruForwardOp : public OpKernel {
     const TensorShape state({B, U}), seq({T, B, U});
     OP_REQUIRES_OK(ctx, Expect(ctx->input(1), state, op, "h0"));
     OP_REQUIRES_OK(ctx, Expect(ctx->input(3), TensorShape({U}), op, "rb"));
+    const float* mask;
+    OP_REQUIRES_OK(ctx, MaskOf(ctx->input(4), d, op, &mask));
     const float *xp = In(ctx, 0), *h0 = In(ctx, 1);
     CMapM um(In(ctx, 2), U, G);
     Eigen::Map<const Eigen::Array<float, 1, Eigen::Dynamic>> rb(In(ctx, 3), U);
@@ -290,6 +336,7 @@ class ZooGruForwardOp : public OpKernel {
         auto z = sa.leftCols(U);
         auto hh = sa.rightCols(U);
         MapM(hs + row * U, b, U).array() = hh + z * (h_prev.array() - hh);
+        CarryMasked(mask ? mask + row : nullptr, b, U, h_prev.data(), hs + row * U);
       }
     });
   }
@@ -310,6 +357,8 @@ class ZooGruBackwardOp : public OpKernel {
     OP_REQUIRES_OK(ctx, Expect(ctx->input(3), state, op, "h0"));
     OP_REQUIRES_OK(ctx, Expect(ctx->input(4), seq, op, "d_hs"));
     OP_REQUIRES_OK(ctx, Expect(ctx->input(5), state, op, "d_h"));
+    const float* mask;
+    OP_REQUIRES_OK(ctx, MaskOf(ctx->input(7), d, op, &mask));
     const float *gates = In(ctx, 0), *r_h = In(ctx, 1), *hs = In(ctx, 2), *h0 = In(ctx, 3),
                 *d_hs = In(ctx, 4);
     float* d_xp = Out(ctx, 0, ctx->input(0).shape());
@@ -323,9 +372,10 @@ class ZooGruBackwardOp : public OpKernel {
     ForRowBlocks(ctx, B, [&](int64_t r0, int64_t r1) {
       const int64_t b = r1 - r0;
       MapM gh(gh_out + r0 * U, b, U);
-      RowMat d_hpre(b, U);
+      RowMat d_hpre(b, U), kept_h(b, U);
       for (int64_t t = T - 1; t >= 0; --t) {
         const int64_t row = t * B + r0;
+        const float* m = mask ? mask + row : nullptr;
         gh += CMapM(d_hs + row * U, b, U);
         auto s = CMapM(gates + row * G, b, G).array();
         auto z = s.leftCols(U), r = s.middleCols(U, U), hh = s.rightCols(U);
@@ -341,7 +391,11 @@ class ZooGruBackwardOp : public OpKernel {
         dxa.rightCols(U) = dh;
         dia.leftCols(2 * U) = dxa.leftCols(2 * U);
         dia.rightCols(U) = dh * r;
+        ZeroMasked(m, b, G, dx.data());
+        ZeroMasked(m, b, G, di.data());
+        CarryMasked(m, b, U, gh.data(), kept_h.data());
         ga = ga * z;
+        CarryMasked(m, b, U, kept_h.data(), gh.data());  // a masked step passes gh through
         gh.noalias() += di * ut;
       }
     });
@@ -351,7 +405,7 @@ class ZooGruBackwardOp : public OpKernel {
 // ------------------------------------------------------------------------------- tanh
 
 REGISTER_OP("ZooTanhForward")
-    .Input("xp: float").Input("h0: float").Input("u: float")
+    .Input("xp: float").Input("h0: float").Input("u: float").Input("mask: float")
     .Output("hs: float")
     .SetShapeFn([](InferenceContext* c) {
       c->set_output(0, c->input(0));
@@ -360,6 +414,7 @@ REGISTER_OP("ZooTanhForward")
 
 REGISTER_OP("ZooTanhBackward")
     .Input("hs: float").Input("d_hs: float").Input("d_h: float").Input("u: float")
+    .Input("mask: float")
     .Output("da: float").Output("dh0: float")
     .SetShapeFn([](InferenceContext* c) {
       c->set_output(0, c->input(0));
@@ -377,6 +432,8 @@ class ZooTanhForwardOp : public OpKernel {
     OP_REQUIRES_OK(ctx, SeqDims(ctx->input(0), ctx->input(2), 1, op, &d));
     const int64_t T = d.T, B = d.B, U = d.U;
     OP_REQUIRES_OK(ctx, Expect(ctx->input(1), TensorShape({B, U}), op, "h0"));
+    const float* mask;
+    OP_REQUIRES_OK(ctx, MaskOf(ctx->input(3), d, op, &mask));
     const float *xp = In(ctx, 0), *h0 = In(ctx, 1);
     CMapM um(In(ctx, 2), U, U);
     float* hs = Out(ctx, 0, ctx->input(0).shape());
@@ -391,6 +448,7 @@ class ZooTanhForwardOp : public OpKernel {
         h = CMapM(xp + row * U, b, U);
         h.noalias() += CMapM(h_prev, b, U) * um;
         h.array() = h.array().tanh();
+        CarryMasked(mask ? mask + row : nullptr, b, U, h_prev, h.data());
       }
     });
   }
@@ -407,6 +465,8 @@ class ZooTanhBackwardOp : public OpKernel {
     const int64_t T = d.T, B = d.B, U = d.U;
     OP_REQUIRES_OK(ctx, Expect(ctx->input(1), ctx->input(0).shape(), op, "d_hs"));
     OP_REQUIRES_OK(ctx, Expect(ctx->input(2), TensorShape({B, U}), op, "d_h"));
+    const float* mask;
+    OP_REQUIRES_OK(ctx, MaskOf(ctx->input(4), d, op, &mask));
     const float *hs = In(ctx, 0), *d_hs = In(ctx, 1);
     float* da = Out(ctx, 0, ctx->input(0).shape());
     float* gh_out = Out(ctx, 1, TensorShape({B, U}));
@@ -418,13 +478,18 @@ class ZooTanhBackwardOp : public OpKernel {
     ForRowBlocks(ctx, B, [&](int64_t r0, int64_t r1) {
       const int64_t b = r1 - r0;
       MapM gh(gh_out + r0 * U, b, U);
+      RowMat kept_h(b, U);
       for (int64_t t = T - 1; t >= 0; --t) {
         const int64_t row = t * B + r0;
+        const float* m = mask ? mask + row : nullptr;
         gh += CMapM(d_hs + row * U, b, U);
         auto h = CMapM(hs + row * U, b, U).array();
         MapM a(da + row * U, b, U);
         a.array() = gh.array() * (1.0f - h * h);
+        ZeroMasked(m, b, U, a.data());
+        CarryMasked(m, b, U, gh.data(), kept_h.data());
         gh.noalias() = a * ut;
+        CarryMasked(m, b, U, kept_h.data(), gh.data());
       }
     });
   }
