@@ -270,3 +270,31 @@ print("RESULT", res.test_metrics["bpc"])
         [mlflow.get_experiment_by_name("char-rnn").experiment_id])[0]
     assert run.data.params["train.distribute"] == "mirrored"
     assert run.data.tags["zoo.replicas"] == "2"  # the model was trained on both devices
+
+
+def test_a_run_says_when_it_builds_the_native_kernels_and_when_it_cannot(store, tmp_path,
+                                                                         monkeypatch):
+    """With nothing cached, a run says before training that it compiles zoo's native kernels;
+    where the build fails (here a compiler that fails) it says so in one line and trains on
+    the graph loop; with the kernels cached it says nothing."""
+    from zoo import native
+    from zoo.engine import run
+
+    recipe = load_recipe(write(tmp_path / "echo.yaml", SMALL_ECHO))
+    suite_cache = os.environ["ZOO_CACHE_DIR"]
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CXX", "/bin/false")
+    monkeypatch.setattr(native, "_state", {})
+    said = []
+    run(recipe, echo=said.append, fast_dev_run=True)
+    notes = [s for s in said if "native" in s]
+    assert notes[0].startswith("zoo: compiling zoo's native recurrence kernels")
+    assert notes[1].startswith("zoo: native kernels not built (building rnn_ops.cc failed")
+    assert len(notes) == 2
+    said.clear()
+    monkeypatch.setenv("ZOO_CACHE_DIR", suite_cache)   # where the kernels are built
+    monkeypatch.delenv("CXX")
+    monkeypatch.setattr(native, "_state", {})
+    assert native.rnn_ops() is not None
+    run(recipe, echo=said.append, fast_dev_run=True)
+    assert not [s for s in said if "native" in s]

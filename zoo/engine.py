@@ -85,6 +85,20 @@ def cpu_has_bfloat16_matrix_units(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return False
 
 
+def _native_kernels(echo) -> None:
+    """Builds zoo's native recurrence kernels before training where the CPU fast path will want
+    them and none are cached yet, saying so (a build takes about 25 s, once per machine)."""
+    from zoo import layers, native
+
+    if layers._gpu_visible() or not native.build_due():
+        return
+    echo("zoo: compiling zoo's native recurrence kernels (once per machine and TensorFlow "
+         "version, about 25 s)")
+    if native.rnn_ops() is None:
+        echo(f"zoo: native kernels not built ({native.why_not()}); training takes the slower "
+             "graph loop")
+
+
 def resolve_precision(precision: str) -> str:
     """The Keras dtype policy for ``train.precision``.  "auto" is mixed_bfloat16 on a CPU with
     bfloat16 matrix units and no visible GPU (where the recurrent layers' matrix products then
@@ -375,6 +389,7 @@ def run(recipe: Recipe, *, fast_dev_run: bool = False, resume: str | None = None
                        f"{prepared.data_hash} != {resume_tags.get('zoo.data_hash')})")
     _steps(task, prepared, recipe, fast_dev_run)   # a batch larger than the data: before any run
     strategy = _setup_runtime(recipe)
+    _native_kernels(echo)
     model = None if resume is not None else _new_model(task, prepared, recipe, strategy,
                                                        fast_dev_run, echo)
     tracked = tracking.TrackedRun(recipe.experiment, resume=resume, parent_run_id=parent_run_id,

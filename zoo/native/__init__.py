@@ -100,8 +100,26 @@ def _key() -> str:
     return h.hexdigest()[:16]
 
 
+def _switched_off() -> bool:
+    return os.environ.get("ZOO_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
+
+
+def _target() -> str:
+    return os.path.join(cache_dir(), _key(), _LIB)
+
+
+def build_due() -> bool:
+    """Whether the next :func:`rnn_ops` will compile (nothing cached for this source,
+    TensorFlow and CPU yet, and a compiler to try)."""
+    if "ops" in _state or _switched_off() or _compiler() is None:
+        return False
+    import keras
+
+    return keras.backend.backend() == "tensorflow" and not os.path.exists(_target())
+
+
 def _load():
-    if os.environ.get("ZOO_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+    if _switched_off():
         return None, "switched off by ZOO_NATIVE"
     import keras
 
@@ -110,8 +128,8 @@ def _load():
     import tensorflow as tf
     from filelock import FileLock
 
-    folder = os.path.join(cache_dir(), _key())
-    target = os.path.join(folder, _LIB)
+    target = _target()
+    folder = os.path.dirname(target)
     try:
         os.makedirs(folder, exist_ok=True)
         with FileLock(os.path.join(folder, ".lock"), timeout=600):
