@@ -369,7 +369,8 @@ def test_bfloat16_runs_only_the_products_in_bfloat16(kind, masked, native_calls)
 
     # measured: 0.47-0.53 of Keras's error, but 0.76 for an unmasked SimpleRNN (float32 steps
     # leave only the bfloat16 projection and output, whose rounding dominates at 5 units)
-    assert error(zoo_bf16) < 0.8 * error(keras_bf16)
+    bound = 0.8 if (kind, masked) == ("SimpleRNN", False) else 0.75
+    assert error(zoo_bf16) < bound * error(keras_bf16)
     assert error(zoo_bf16) < 1e-2
 
 

@@ -75,14 +75,9 @@ def _setup_runtime(recipe: Recipe):
 def cpu_has_bfloat16_matrix_units(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """Whether this machine's CPU multiplies bfloat16 matrices in hardware (Intel AMX), read
     from the kernel's CPU flags; False where they cannot be read (not Linux)."""
-    try:
-        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return "amx_bf16" in line.split(":", 1)[-1].split()
-    except OSError:
-        pass
-    return False
+    from zoo.native import cpu_flags
+
+    return "amx_bf16" in cpu_flags(cpuinfo)
 
 
 def _native_kernels(echo) -> None:

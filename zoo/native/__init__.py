@@ -1,6 +1,6 @@
-"""zoo's native kernels: the sequential part of the LSTM recurrence as two TensorFlow ops
-(``rnn_ops.cc``), built on first use with the machine's C++ compiler against the installed
-TensorFlow, and cached.
+"""zoo's native kernels: the sequential part of the LSTM, GRU and tanh recurrences, forward
+and backward, as six TensorFlow ops (``rnn_ops.cc``), built on first use with the machine's C++
+compiler against the installed TensorFlow, and cached.
 
 :func:`rnn_ops` returns the loaded op module, or None when it cannot be had (no compiler, a
 failed build, ``ZOO_NATIVE=0``, another backend); :func:`why_not` then says why in one line.
@@ -38,15 +38,17 @@ def cache_dir() -> str:
     return os.path.join(root, "native")
 
 
-def _cpu_flags() -> str:
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
+    """The CPU's instruction-set flags as the kernel lists them; empty where they cannot be
+    read (not Linux)."""
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return line.split(":", 1)[1].strip()
+                    return line.split(":", 1)[-1].split()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return []
 
 
 def _compiler() -> str | None:
@@ -94,7 +96,8 @@ def _key() -> str:
     with open(SOURCE, "rb") as f:
         h.update(f.read())
     cxx = _compiler() or ""
-    for part in (tf.__version__, sys.version, cxx, _cpu_flags(),
+    cpu = " ".join(cpu_flags()) or platform.processor() or platform.machine()
+    for part in (tf.__version__, sys.version, cxx, cpu,
                  " ".join(_commands(cxx, "SRC", "OUT")[0])):
         h.update(b"\0" + part.encode())
     return h.hexdigest()[:16]
@@ -146,7 +149,8 @@ def _load():
 
 
 def rnn_ops():
-    """The op module (``zoo_lstm_forward``, ``zoo_lstm_backward``), or None (see why_not)."""
+    """The op module (``zoo_lstm_forward`` ... ``zoo_tanh_backward``), or None (see
+    :func:`why_not`)."""
     if "ops" not in _state:
         ops, why = _load()
         _state["ops"], _state["why"] = ops, why
