@@ -303,6 +303,36 @@ def test_sampler_seeded_draws():
     assert s.sample(prime[:2], 0, 1.0, seed=4).shape == (2, 0)
 
 
+def test_sampler_draws_follow_the_softmax_across_noise_blocks():
+    """Each drawn id is a draw from softmax(logits / T) given the row's own prefix: summed over
+    many rows, the one-hot draws at a step match the model's probabilities (z < 5 for every id),
+    at the first step, and at the first and last steps of a later noise block."""
+    import keras
+
+    import zoo
+    from zoo.sampling import Sampler, noise_block
+    from zoo.tasks.char_rnn import char_network
+
+    keras.utils.set_random_seed(5)
+    vocab, n, temperature = 12, 3000, 0.7
+    model = char_network(zoo.build_model("lstm", return_sequences=True, units=16), vocab, 6)
+    for w in model.weights:  # logits far from uniform, so a wrong noise scale shows
+        w.assign(w.numpy() * 3.0)
+    block = noise_block(n, vocab)
+    assert 1 < block < 64 and block * n * vocab <= 2**20  # several blocks in 2 x block steps
+    prime = np.random.default_rng(0).integers(1, vocab, (n, 3)).astype(np.int32)
+    drawn = Sampler(model, banned=(0,)).sample(prime, 2 * block, temperature, seed=9)
+    seqs = np.concatenate([prime, drawn], axis=1)
+    for step in (0, block, 2 * block - 1):
+        logits = model.predict(seqs[:, :3 + step], verbose=0, batch_size=1000)[:, -1] / temperature
+        logits[:, 0] = -np.inf
+        p = np.exp(logits - logits.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        got = np.bincount(drawn[:, step], minlength=vocab)
+        z = (got - p.sum(0)) / np.sqrt((p * (1 - p)).sum(0) + 1e-9)
+        assert got[0] == 0 and np.abs(z).max() < 5, (step, got, p.sum(0).round(1))
+
+
 # ------------------------------------------------------------------------------ bad input
 
 

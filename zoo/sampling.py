@@ -14,10 +14,12 @@ so any length is still one call.  Per generated step: the first layer's input pr
 gathered from a table of every id, every other LSTM / SimpleRNN layer is one product
 ``[x, h] . [[kernel], [recurrent_kernel]]``, the temperature and the banned ids' mask are folded
 into the head's weights (outside the loop), and the draw is the Gumbel-max form of a
-categorical draw (argmax of logits / T - log(-log u)), which is what TensorFlow's own
-categorical sampler computes: a seed draws the same ids as before up to rounding
-(bench/ab_sampling.py compares).  Where XLA cannot compile the model the same loop runs
-uncompiled (``ZOO_SAMPLER_XLA=0`` forces that).
+categorical draw (argmax of logits / T - log(-log u)).  The uniforms u of a chunk's steps are
+drawn in one stateless call keyed by the seed and the chunk's first step, before the compiled
+loop (XLA's own generator on a CPU cost more than a 2 x 128 LSTM step); a chunk is therefore
+``noise_block(n, vocab)`` steps, at most ``CHUNK``, so that its noise stays within ``NOISE``
+values.  The same seed, primes and model give the same ids.  Where XLA cannot compile the
+model the same loop runs uncompiled (``ZOO_SAMPLER_XLA=0`` forces that).
 
 TensorFlow-only (``tf.function``, ``tf.while_loop``, stateless random ops), as the design asks.
 """
@@ -33,6 +35,16 @@ from zoo.errors import ZooError
 CHUNK = 1024         # generation steps per compiled chunk (at most; the last may be shorter)
 _NEVER = -1e9        # added to the logits of ids that must never be drawn
 _TINY = 1e-30        # the smallest uniform draw (keeps the Gumbel noise finite)
+NOISE = 2**20        # at most this many Gumbel draws are held at once (4 MB)
+
+
+def noise_block(n: int, vocab: int) -> int:
+    """Steps whose Gumbel noise is drawn in one go for n samples over ``vocab`` ids: the largest
+    power of two up to ``CHUNK`` whose (steps, n, vocab) draw fits in ``NOISE`` values."""
+    block = CHUNK
+    while block > 1 and block * n * vocab > NOISE:
+        block //= 2
+    return block
 
 
 def seed_pair(seed: int) -> np.ndarray:
@@ -85,7 +97,7 @@ class Sampler:
         if xla is None:
             xla = os.environ.get("ZOO_SAMPLER_XLA", "1") != "0"
         self.xla = xla
-        self._fns: dict[tuple[bool, bool], object] = {}
+        self._fns: dict[tuple[bool, bool, int], object] = {}
 
     # ----------------------------------------------------------------------- one step
     def _table(self):
@@ -143,21 +155,21 @@ class Sampler:
         return logits, new_states
 
     # ------------------------------------------------------------------------ the graph
-    def _function(self, greedy: bool, xla: bool):
-        key = (greedy, xla)
+    def _function(self, greedy: bool, xla: bool, block: int):
+        key = (greedy, xla, block)
         if key in self._fns:
             return self._fns[key]
         import tensorflow as tf
 
         mask = tf.constant(self._mask)
+        vocab = int(self._mask.shape[0])
 
         @tf.function(jit_compile=xla, autograph=False)
-        def chunk(last, states, inv_temperature, seed, start, count, table):
-            """``count`` (<= CHUNK) generation steps from ``last`` and ``states``; returns the
-            ids (CHUNK, n), zeros after ``count``.  Each id is the argmax of the logits divided
-            by the temperature plus Gumbel noise drawn by a stateless generator keyed by the
-            seed and the step number (the Gumbel-max way of sampling from the softmax), or of
-            the logits alone when greedy."""
+        def chunk(last, states, inv_temperature, noise, count, table):
+            """``count`` (<= ``block``) generation steps from ``last`` and ``states``; returns
+            the ids (block, n), zeros after ``count``.  Step k's id is the argmax of the logits
+            divided by the temperature plus ``noise[k]`` (Gumbel noise: the Gumbel-max way of
+            sampling from the softmax), or of the logits alone when greedy."""
 
             fused = None if table.shape.rank == 1 else table
             prepared = [s.prepare() for s in self.steps]
@@ -167,14 +179,11 @@ class Sampler:
                 logits, states = self._step(last, states, fused, prepared, head,
                                             inv_temperature, mask)
                 if not greedy:
-                    step_seed = tf.random.experimental.stateless_fold_in(seed, start + k)
-                    u = tf.random.stateless_uniform(tf.shape(logits), step_seed,
-                                                    minval=_TINY, maxval=1.0)
-                    logits = logits - tf.math.log(-tf.math.log(u))
+                    logits = logits + noise[k]
                 nxt = tf.argmax(logits, axis=-1, output_type=tf.int32)
                 return k + 1, nxt, states, out.write(k, nxt)
 
-            out = tf.TensorArray(tf.int32, size=CHUNK, element_shape=last.shape)
+            out = tf.TensorArray(tf.int32, size=block, element_shape=last.shape)
             _, last, states, out = tf.while_loop(lambda k, *_: k < count, gen,
                                                  (tf.constant(0), last, states, out))
             return last, states, out.stack()
@@ -195,18 +204,29 @@ class Sampler:
 
             _, states = tf.while_loop(lambda t, _: t < p - 1, warm, (tf.constant(0), states))
 
-            chunks = (length + CHUNK - 1) // CHUNK
-            out = tf.TensorArray(tf.int32, size=chunks, element_shape=tf.TensorShape([CHUNK, None]))
+            chunks = (length + block - 1) // block
+            out = tf.TensorArray(tf.int32, size=chunks, element_shape=tf.TensorShape([block, None]))
 
             def outer(j, last, states, out):
-                count = tf.minimum(CHUNK, length - j * CHUNK)
-                last, states, ids = chunk(last, states, 1.0 / temperature, seed, j * CHUNK,
-                                          count, table if table is not None else tf.zeros([0]))
+                if greedy:
+                    noise = tf.zeros([1, 1, 1])
+                else:
+                    # the noise of the block's steps in one stateless draw keyed by the seed and
+                    # the block's first step, outside the compiled loop: XLA's own generator on
+                    # a CPU costs more than the step itself (2 us a value-row at 65 ids)
+                    u = tf.random.stateless_uniform(
+                        tf.stack([block, n, vocab]),
+                        tf.random.experimental.stateless_fold_in(seed, j * block),
+                        minval=_TINY, maxval=1.0)
+                    noise = -tf.math.log(-tf.math.log(u))
+                count = tf.minimum(block, length - j * block)
+                last, states, ids = chunk(last, states, 1.0 / temperature, noise, count,
+                                          table if table is not None else tf.zeros([0]))
                 return j + 1, last, states, out.write(j, ids)
 
             _, _, _, out = tf.while_loop(lambda j, *_: j < chunks, outer,
                                          (tf.constant(0), prime[:, -1], states, out))
-            ids = tf.reshape(out.concat(), [chunks * CHUNK, n])[:length]
+            ids = tf.reshape(out.concat(), [chunks * block, n])[:length]
             return tf.transpose(ids)
 
         self._fns[key] = run
@@ -220,17 +240,18 @@ class Sampler:
         if int(length) == 0:
             return np.zeros((prime.shape[0], 0), np.int32)
         greedy = float(temperature) == 0.0
+        block = CHUNK if greedy else noise_block(prime.shape[0], int(self._mask.shape[0]))
         args = (prime, np.int32(length), np.float32(temperature or 1.0), seed_pair(seed))
         if self.xla:
             import tensorflow as tf
 
             try:
-                return self._function(greedy, True)(*args).numpy()
+                return self._function(greedy, True, block)(*args).numpy()
             except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as exc:
                 if "XLA" not in str(exc) and "xla" not in str(exc):
                     raise
                 self.xla = False  # XLA cannot compile this model here: run the plain loop
-        return self._function(greedy, False)(*args).numpy()
+        return self._function(greedy, False, block)(*args).numpy()
 
 
 class _CellStep:
