@@ -486,26 +486,46 @@ def test_only_wide_layers_split_the_batch(units, parts, monkeypatch):
     assert seen == [parts]
 
 
+def _native_equals_keras(kind, rows, units, native_calls):
+    """A batch of ``rows`` through the native ops and through Keras's layer, with no mask and
+    with holes in rows of every block: the same outputs, and gradients within ATOL of each
+    array's largest magnitude (at least 1).  The recurrent kernel's scale falls as
+    1/sqrt(units), so a wide layer's steps amplify rounding no more than a narrow one's."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(rows, STEPS, FEATURES)).astype("float32")
+    mask = rng.random((rows, STEPS)) > 0.3
+    ref_kind = "SimpleRNN" if kind == "TanhRNN" else kind
+    ref = getattr(keras.layers, ref_kind)(units, return_sequences=True)
+    fast = getattr(zoo_layers, kind)(units, return_sequences=True)
+    for layer in (ref, fast):
+        layer.build((None, None, FEATURES))
+    _random_weights(ref, 4)
+    weights = ref.get_weights()
+    weights[1] *= np.float32(np.sqrt(UNITS / units))
+    ref.set_weights(weights)
+    fast.set_weights(weights)
+    for m in (None, mask):
+        got, expected = _run(fast, x, m), _run(ref, x, m)
+        _assert_same(got[0], expected[0])
+        for g, e in zip(got[1], expected[1]):  # sums of hundreds of terms: ATOL per unit of size
+            _assert_same([g], [e], atol=ATOL * max(1.0, float(np.abs(e).max())), nonzero=False)
+    assert native_calls == [{"LSTM": "lstm", "GRU": "gru"}.get(kind, "simple")] * 2
+
+
 @pytest.mark.parametrize("kind", KINDS + ["TanhRNN"])
 def test_native_ops_split_the_batch_into_row_blocks(kind, native_calls):
     """A batch of 19 rows: the native ops cut it into uneven blocks of rows, one per intra-op
     thread, each running all its steps; outputs and gradients stay Keras's, with a mask too."""
     assert tf.config.threading.get_intra_op_parallelism_threads() != 1
-    rng = np.random.default_rng(3)
-    x = rng.normal(size=(19, STEPS, FEATURES)).astype("float32")
-    mask = rng.random((19, STEPS)) > 0.3   # holes in rows of every block
-    ref_kind = "SimpleRNN" if kind == "TanhRNN" else kind
-    ref = getattr(keras.layers, ref_kind)(UNITS, return_sequences=True)
-    fast = getattr(zoo_layers, kind)(UNITS, return_sequences=True)
-    for layer in (ref, fast):
-        layer.build((None, None, FEATURES))
-    _random_weights(ref, 4)
-    fast.set_weights(ref.get_weights())
-    for m in (None, mask):
-        got, expected = _run(fast, x, m), _run(ref, x, m)
-        _assert_same(got[0], expected[0])
-        _assert_same(got[1], expected[1])
-    assert native_calls == [{"LSTM": "lstm", "GRU": "gru"}.get(kind, "simple")] * 2
+    _native_equals_keras(kind, 19, UNITS, native_calls)
+
+
+@pytest.mark.parametrize("kind,units", [("LSTM", 67), ("GRU", 90), ("TanhRNN", 261)])
+def test_native_ops_deep_products_in_slices(kind, units, native_calls):
+    """Units whose per-step products are deeper than one packed slice (PackedRight::kDepth,
+    256) in the backward pass (LSTM: 4 x 67, GRU: 3 x 90) or both ways (tanh: 261), at sizes
+    that fill no whole register panel: still Keras's outputs and gradients."""
+    _native_equals_keras(kind, 11, units, native_calls)
 
 
 def test_native_ops_reject_inconsistent_shapes():

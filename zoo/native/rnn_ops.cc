@@ -5,9 +5,10 @@
 //
 // The batch is cut into blocks of rows, one per intra-op thread; each block runs all its time
 // steps on its thread (the rows of a batch do not interact), so the threads never wait for
-// each other inside the loop.  Per step: one product h . U (Eigen, single-threaded) into the
-// pre-activations, then the gates with Eigen's vectorised logistic and tanh, the functions
-// TensorFlow's own Sigmoid and Tanh kernels use.  Layouts are Keras's, time-major:
+// each other inside the loop.  Per step: one product h . U into the pre-activations, on
+// Eigen's blocked product kernel with U packed once per call (PackedRight), then the gates
+// with Eigen's vectorised tanh (the logistic function as a tanh, see Sigmoid).  Layouts are
+// Keras's, time-major:
 //
 //   ZooLstmForward(xp (T,B,4U), h0, c0 (B,U), u (U,4U), mask) -> hs, cs (T,B,U),
 //       gates (T,B,4U): gates i, f, c, o along the last axis, stored activated
@@ -28,6 +29,7 @@
 #define EIGEN_USE_THREADS
 #include <algorithm>
 #include <functional>
+#include <vector>
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -125,9 +127,76 @@ float* Out(OpKernelContext* ctx, int i, const TensorShape& shape) {
   return t->flat<float>().data();
 }
 
-// u (U, G) transposed, (G, U), so each step's product dz . u^T is a plain product.
-RowMat Transposed(const Tensor& u) {
-  return CMapM(u.flat<float>().data(), u.dim_size(0), u.dim_size(1)).transpose();
+// The right-hand factor R (K, N) of every step's product out (b, N) += x (b, K) . R, packed
+// once per call into the panels of Eigen's blocked product kernel (gebp), instead of once per
+// step as a plain Eigen product does: at these sizes packing R cost about a fifth of a step.
+// Built from u (U, G) row-major: R = u (K = U, N = G) for h . u, or R = u^T (K = G, N = U)
+// for dz . u^T.  In Eigen's column-major terms each step computes out^T += R^T . x^T, so R^T
+// is the packed left-hand side and the step's few rows x^T the (cheaply packed) right-hand one.
+class PackedRight {
+ public:
+  using Index = Eigen::Index;
+  using Traits = Eigen::internal::gebp_traits<float, float>;
+  template <int Order>
+  using In = Eigen::internal::const_blas_data_mapper<float, Index, Order>;
+  using Res = Eigen::internal::blas_data_mapper<float, Index, Eigen::ColMajor, Eigen::Unaligned, 1>;
+  static constexpr Index kDepth = 256;  // K is packed and multiplied in slices of this depth
+
+  PackedRight(const Tensor& u, bool transposed)
+      : K_(transposed ? u.dim_size(1) : u.dim_size(0)),
+        N_(transposed ? u.dim_size(0) : u.dim_size(1)),
+        packed_(K_ * N_) {
+    const float* r = u.flat<float>().data();
+    for (Index k = 0; k < K_; k += kDepth) {
+      const Index kc = std::min(kDepth, K_ - k);
+      float* dst = packed_.data() + k * N_;
+      if (transposed) {  // R^T (N, K) is u itself, row-major
+        Eigen::internal::gemm_pack_lhs<float, Index, In<Eigen::RowMajor>, Traits::mr,
+                                       Traits::LhsProgress, Traits::LhsPacket4Packing,
+                                       Eigen::RowMajor>()(
+            dst, In<Eigen::RowMajor>(r, K_).getSubMapper(0, k), kc, N_);
+      } else {  // R^T (N, K) is u (K, N) row-major read column-major
+        Eigen::internal::gemm_pack_lhs<float, Index, In<Eigen::ColMajor>, Traits::mr,
+                                       Traits::LhsProgress, Traits::LhsPacket4Packing,
+                                       Eigen::ColMajor>()(
+            dst, In<Eigen::ColMajor>(r, N_).getSubMapper(0, k), kc, N_);
+      }
+    }
+  }
+
+  // Scratch floats for MulAdd's packed x of up to b rows (one buffer per thread).
+  Index ScratchSize(Index b) const {
+    return std::min(kDepth, K_) * (b + Traits::nr);
+  }
+
+  // out (b, N), row stride N  +=  x (b, K), row stride K  .  R
+  void MulAdd(const float* x, Index b, float* out, float* scratch) const {
+    Eigen::internal::gemm_pack_rhs<float, Index, In<Eigen::ColMajor>, Traits::nr,
+                                   Eigen::ColMajor> pack;
+    Eigen::internal::gebp_kernel<float, float, Index, Res, Traits::mr, Traits::nr, false, false>
+        gebp;
+    const In<Eigen::ColMajor> xt(x, K_);
+    for (Index k = 0; k < K_; k += kDepth) {
+      const Index kc = std::min(kDepth, K_ - k);
+      pack(scratch, xt.getSubMapper(k, 0), kc, b);
+      gebp(Res(out, N_), packed_.data() + k * N_, scratch, N_, kc, b, 1.0f);
+    }
+  }
+
+ private:
+  const Index K_, N_;
+  std::vector<float, Eigen::aligned_allocator<float>> packed_;
+};
+
+// A per-thread scratch buffer, aligned for Eigen's packed panels.
+using Scratch = std::vector<float, Eigen::aligned_allocator<float>>;
+
+// The logistic function as tanh: 1/(1 + e^-x) = (1 + tanh(x/2)) / 2, within 1.2e-7 of
+// Eigen's logistic (absolute: gates scale other values, so their absolute error is what
+// carries) and about 1.7x faster in its vectorised form here.
+template <typename A>
+auto Sigmoid(const A& x) -> decltype(0.5f + 0.5f * (0.5f * x).tanh()) {
+  return 0.5f + 0.5f * (0.5f * x).tanh();
 }
 
 // Shape functions: outputs shaped like inputs, or (T, B, U) from a sequence and a state.
@@ -178,7 +247,7 @@ class ZooLstmForwardOp : public OpKernel {
     const float* mask;
     OP_REQUIRES_OK(ctx, MaskOf(ctx->input(4), d, op, &mask));
     const float *xp = In(ctx, 0), *h0 = In(ctx, 1), *c0 = In(ctx, 2);
-    CMapM um(In(ctx, 3), U, G);
+    const PackedRight um(ctx->input(3), false);
     float* hs = Out(ctx, 0, seq);
     float* cs = Out(ctx, 1, seq);
     float* gates = Out(ctx, 2, ctx->input(0).shape());
@@ -186,17 +255,18 @@ class ZooLstmForwardOp : public OpKernel {
 
     ForRowBlocks(ctx, B, [&](int64_t r0, int64_t r1) {
       const int64_t b = r1 - r0;
+      Scratch scratch(um.ScratchSize(b));
       for (int64_t t = 0; t < T; ++t) {
         const int64_t row = t * B + r0;
         const float* h_prev = t == 0 ? h0 + r0 * U : hs + (row - B) * U;
         const float* c_prev = t == 0 ? c0 + r0 * U : cs + (row - B) * U;
         MapM z(gates + row * G, b, G);
         z = CMapM(xp + row * G, b, G);
-        z.noalias() += CMapM(h_prev, b, U) * um;
+        um.MulAdd(h_prev, b, z.data(), scratch.data());
         auto s = z.array();
-        s.leftCols(2 * U) = s.leftCols(2 * U).logistic();
+        s.leftCols(2 * U) = Sigmoid(s.leftCols(2 * U));
         s.middleCols(2 * U, U) = s.middleCols(2 * U, U).tanh();
-        s.rightCols(U) = s.rightCols(U).logistic();
+        s.rightCols(U) = Sigmoid(s.rightCols(U));
         MapM c(cs + row * U, b, U);
         c.array() = s.middleCols(U, U) * CMapM(c_prev, b, U).array() +
                     s.leftCols(U) * s.middleCols(2 * U, U);
@@ -234,12 +304,13 @@ class ZooLstmBackwardOp : public OpKernel {
     std::copy_n(In(ctx, 4), B * U, gh_out);
     std::copy_n(In(ctx, 5), B * U, gc_out);
     if (T == 0 || B == 0) return;
-    const RowMat ut = Transposed(ctx->input(6));
+    const PackedRight ut(ctx->input(6), true);
 
     ForRowBlocks(ctx, B, [&](int64_t r0, int64_t r1) {
       const int64_t b = r1 - r0;
       MapM gh(gh_out + r0 * U, b, U), gc(gc_out + r0 * U, b, U);
       RowMat dc(b, U), tc(b, U), kept_h(b, U), kept_c(b, U);
+      Scratch scratch(ut.ScratchSize(b));
       for (int64_t t = T - 1; t >= 0; --t) {
         const int64_t row = t * B + r0;
         const float* m = mask ? mask + row : nullptr;
@@ -264,7 +335,8 @@ class ZooLstmBackwardOp : public OpKernel {
         CarryMasked(m, b, U, gh.data(), kept_h.data());
         CarryMasked(m, b, U, gc.data(), kept_c.data());
         gc.array() = dca * f;
-        gh.noalias() = dz * ut;
+        gh.setZero();
+        ut.MulAdd(dz.data(), b, gh.data(), scratch.data());
         CarryMasked(m, b, U, kept_h.data(), gh.data());
         CarryMasked(m, b, U, kept_c.data(), gc.data());
       }
@@ -311,7 +383,7 @@ class ZooGruForwardOp : public OpKernel {
     const float* mask;
     OP_REQUIRES_OK(ctx, MaskOf(ctx->input(4), d, op, &mask));
     const float *xp = In(ctx, 0), *h0 = In(ctx, 1);
-    CMapM um(In(ctx, 2), U, G);
+    const PackedRight um(ctx->input(2), false);
     Eigen::Map<const Eigen::Array<float, 1, Eigen::Dynamic>> rb(In(ctx, 3), U);
     float* hs = Out(ctx, 0, seq);
     float* gates = Out(ctx, 1, ctx->input(0).shape());
@@ -321,15 +393,17 @@ class ZooGruForwardOp : public OpKernel {
     ForRowBlocks(ctx, B, [&](int64_t r0, int64_t r1) {
       const int64_t b = r1 - r0;
       RowMat inner(b, G);
+      Scratch scratch(um.ScratchSize(b));
       for (int64_t t = 0; t < T; ++t) {
         const int64_t row = t * B + r0;
         auto h_prev = CMapM(t == 0 ? h0 + r0 * U : hs + (row - B) * U, b, U);
-        inner.noalias() = h_prev * um;
+        inner.setZero();
+        um.MulAdd(h_prev.data(), b, inner.data(), scratch.data());
         auto x = CMapM(xp + row * G, b, G).array();
         MapM s(gates + row * G, b, G);
         auto sa = s.array();
         auto in = inner.array();
-        sa.leftCols(2 * U) = (x.leftCols(2 * U) + in.leftCols(2 * U)).logistic();
+        sa.leftCols(2 * U) = Sigmoid(x.leftCols(2 * U) + in.leftCols(2 * U));
         MapM rh(r_h + row * U, b, U);
         rh.array() = in.rightCols(U).rowwise() + rb;
         sa.rightCols(U) = (x.rightCols(U) + sa.middleCols(U, U) * rh.array()).tanh();
@@ -367,12 +441,13 @@ class ZooGruBackwardOp : public OpKernel {
     if (!ctx->status().ok()) return;
     std::copy_n(In(ctx, 5), B * U, gh_out);
     if (T == 0 || B == 0) return;
-    const RowMat ut = Transposed(ctx->input(6));
+    const PackedRight ut(ctx->input(6), true);
 
     ForRowBlocks(ctx, B, [&](int64_t r0, int64_t r1) {
       const int64_t b = r1 - r0;
       MapM gh(gh_out + r0 * U, b, U);
       RowMat d_hpre(b, U), kept_h(b, U);
+      Scratch scratch(ut.ScratchSize(b));
       for (int64_t t = T - 1; t >= 0; --t) {
         const int64_t row = t * B + r0;
         const float* m = mask ? mask + row : nullptr;
@@ -396,7 +471,7 @@ class ZooGruBackwardOp : public OpKernel {
         CarryMasked(m, b, U, gh.data(), kept_h.data());
         ga = ga * z;
         CarryMasked(m, b, U, kept_h.data(), gh.data());  // a masked step passes gh through
-        gh.noalias() += di * ut;
+        ut.MulAdd(di.data(), b, gh.data(), scratch.data());
       }
     });
   }
@@ -435,18 +510,19 @@ class ZooTanhForwardOp : public OpKernel {
     const float* mask;
     OP_REQUIRES_OK(ctx, MaskOf(ctx->input(3), d, op, &mask));
     const float *xp = In(ctx, 0), *h0 = In(ctx, 1);
-    CMapM um(In(ctx, 2), U, U);
+    const PackedRight um(ctx->input(2), false);
     float* hs = Out(ctx, 0, ctx->input(0).shape());
     if (!ctx->status().ok() || T == 0 || B == 0) return;
 
     ForRowBlocks(ctx, B, [&](int64_t r0, int64_t r1) {
       const int64_t b = r1 - r0;
+      Scratch scratch(um.ScratchSize(b));
       for (int64_t t = 0; t < T; ++t) {
         const int64_t row = t * B + r0;
         const float* h_prev = t == 0 ? h0 + r0 * U : hs + (row - B) * U;
         MapM h(hs + row * U, b, U);
         h = CMapM(xp + row * U, b, U);
-        h.noalias() += CMapM(h_prev, b, U) * um;
+        um.MulAdd(h_prev, b, h.data(), scratch.data());
         h.array() = h.array().tanh();
         CarryMasked(mask ? mask + row : nullptr, b, U, h_prev, h.data());
       }
@@ -473,12 +549,13 @@ class ZooTanhBackwardOp : public OpKernel {
     if (!ctx->status().ok()) return;
     std::copy_n(In(ctx, 2), B * U, gh_out);
     if (T == 0 || B == 0) return;
-    const RowMat ut = Transposed(ctx->input(3));
+    const PackedRight ut(ctx->input(3), true);
 
     ForRowBlocks(ctx, B, [&](int64_t r0, int64_t r1) {
       const int64_t b = r1 - r0;
       MapM gh(gh_out + r0 * U, b, U);
       RowMat kept_h(b, U);
+      Scratch scratch(ut.ScratchSize(b));
       for (int64_t t = T - 1; t >= 0; --t) {
         const int64_t row = t * B + r0;
         const float* m = mask ? mask + row : nullptr;
@@ -488,7 +565,8 @@ class ZooTanhBackwardOp : public OpKernel {
         a.array() = gh.array() * (1.0f - h * h);
         ZeroMasked(m, b, U, a.data());
         CarryMasked(m, b, U, gh.data(), kept_h.data());
-        gh.noalias() = a * ut;
+        gh.setZero();
+        ut.MulAdd(a.data(), b, gh.data(), scratch.data());
         CarryMasked(m, b, U, kept_h.data(), gh.data());
       }
     });
