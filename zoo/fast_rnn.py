@@ -314,10 +314,12 @@ def _native(kind, ops, x, kernel, bias, U, states0, mask, return_sequences, rb_s
     """The recurrence with its sequential part in zoo's native ops (``zoo/native``), forward
     and backward, over blocks of batch rows on the intra-op threads, in float32; the input
     projection and the weight gradients stay large TensorFlow products, in ``low`` precision
-    when given, as in :func:`_recurrence`."""
+    when given, as in :func:`_recurrence`.  Batch-major, as the ops are: ``x`` (batch, time,
+    features) in processing order, ``mask`` (batch, time, 1) bool or None; returns ``(hs,
+    finals)`` with hs (batch, time, units) or None."""
     n_states = len(states0)
     has_bias = bias is not None
-    # (time, batch) floats, 1 where a step is used; an empty tensor for no mask
+    # (batch, time) floats, 1 where a step is used; an empty tensor for no mask
     m = tf.zeros([0]) if mask is None else tf.cast(mask[:, :, 0], tf.float32)
 
     @tf.custom_gradient
@@ -332,13 +334,13 @@ def _native(kind, ops, x, kernel, bias, U, states0, mask, return_sequences, rb_s
         xp = _project(x, kernel if low is None else tf.cast(kernel, low), b_in)
         if kind == "lstm":
             hs, cs, gates = ops.zoo_lstm_forward(xp, h0, st0[1], U, m)
-            finals = [hs[-1], cs[-1]]
+            finals = [hs[:, -1], cs[:, -1]]
         elif kind == "gru":
             hs, gates, r_h = ops.zoo_gru_forward(xp, h0, U, rb, m)
-            finals = [hs[-1]]
+            finals = [hs[:, -1]]
         else:
             hs = ops.zoo_tanh_forward(xp, h0, U, m)
-            finals = [hs[-1]]
+            finals = [hs[:, -1]]
         outs = finals + [hs] if return_sequences else finals
 
         def grad(*upstream):
@@ -356,7 +358,7 @@ def _native(kind, ops, x, kernel, bias, U, states0, mask, return_sequences, rb_s
                 d_inner, d_st0 = None, [dh0]
             dx, d_kernel, d_xp2 = _input_grads(x, kernel, d_xp, low)
             d_inner2 = d_xp2 if d_inner is None else _flat(d_inner)
-            h_prev = tf.concat([h0[None], hs[:-1]], axis=0)
+            h_prev = tf.concat([h0[:, None], hs[:, :-1]], axis=1)
             d_U = _mm(_flat(h_prev), tf.cast(d_inner2, low or d_inner2.dtype), transpose_a=True)
             grads = [dx, d_kernel, d_U, None] + d_st0
             if has_bias:
@@ -387,10 +389,6 @@ def _recurrence(kind, x, kernel, bias, U, states0, mask, return_sequences, rb_sp
     ``low``: the dtype of the matrix products (the element-wise work stays in x's), or None.
     Returns ``(hs, finals)``: hs (time, batch, units), the stacked states (None unless
     return_sequences), and the final states."""
-    ops = _native_ops(x)
-    if ops is not None:
-        return _native(kind, ops, x, kernel, bias, U, states0, mask, return_sequences, rb_split,
-                       low)
     forward, backward = _CELLS[kind]
     steps = x.shape[0]
     batch = x.shape[1] if x.shape[1] is not None else tf.shape(x)[1]
@@ -514,34 +512,44 @@ def run(kind, sequences, initial_state, mask, *, kernel, recurrent_kernel, bias,
     kernel = tf.cast(kernel, dtype)
     recurrent_kernel = tf.cast(recurrent_kernel, dtype)
     bias = None if bias is None else tf.cast(bias, dtype)
-    x = tf.transpose(sequences, [1, 0, 2])            # time-major from here on
+    ops = _native_ops(sequences)
+    # the native ops take batch-major sequences, as Keras gives them; the graph loop time-major
+    time_axis = 1 if ops is not None else 0
+    x = sequences if ops is not None else tf.transpose(sequences, [1, 0, 2])
     step_mask = None
     if mask is not None:
         step_mask = tf.cast(mask, tf.bool)
         if step_mask.shape.rank == 3:
             step_mask = step_mask[:, :, 0]
-        step_mask = tf.transpose(step_mask)[:, :, None]   # (time, batch, 1)
+        if ops is None:
+            step_mask = tf.transpose(step_mask)
+        step_mask = step_mask[:, :, None]   # (batch, time, 1), or (time, batch, 1)
     if go_backwards:
-        x = tf.reverse(x, [0])
-        step_mask = None if step_mask is None else tf.reverse(step_mask, [0])
+        x = tf.reverse(x, [time_axis])
+        step_mask = None if step_mask is None else tf.reverse(step_mask, [time_axis])
     rb_split = None
     if kind == "gru" and bias is not None:
         rb_split = 2 * int(recurrent_kernel.shape[0])
-    hs, finals = _recurrence(kind, x, kernel, bias, recurrent_kernel, states0, step_mask,
-                             return_sequences, rb_split, batch_parts, min_part_rows, low)
+    if ops is not None:
+        hs, finals = _native(kind, ops, x, kernel, bias, recurrent_kernel, states0, step_mask,
+                             return_sequences, rb_split, low)
+    else:
+        hs, finals = _recurrence(kind, x, kernel, bias, recurrent_kernel, states0, step_mask,
+                                 return_sequences, rb_split, batch_parts, min_part_rows, low)
     h_last = finals[0]
     last_output, outputs = h_last, hs
     if step_mask is not None:
         if zero_output_for_mask:
             keep = step_mask
         else:  # a masked step outputs the previous output: zeros before the first real step
-            keep = tf.cumsum(tf.cast(step_mask, tf.int32), axis=0) > 0
-        last_output = tf.where(keep[-1], h_last, tf.zeros_like(h_last))
+            keep = tf.cumsum(tf.cast(step_mask, tf.int32), axis=time_axis) > 0
+        keep_last = keep[:, -1] if time_axis == 1 else keep[-1]
+        last_output = tf.where(keep_last, h_last, tf.zeros_like(h_last))
         if hs is not None:
             outputs = tf.where(keep, hs, tf.zeros_like(hs))
     if outputs is None:
         outputs = last_output[:, None, :]
-    else:
+    elif time_axis == 0:
         outputs = tf.transpose(outputs, [1, 0, 2])
     if out_dtype != dtype:
         last_output, outputs = tf.cast(last_output, out_dtype), tf.cast(outputs, out_dtype)

@@ -8,23 +8,25 @@
 // each other inside the loop.  Per step: one product h . U into the pre-activations, on
 // Eigen's blocked product kernel with U packed once per call (PackedRight), then the gates
 // with Eigen's vectorised tanh (the logistic function as a tanh, see Sigmoid).  Layouts are
-// Keras's, time-major:
+// Keras's:
 //
-//   ZooLstmForward(xp (T,B,4U), h0, c0 (B,U), u (U,4U), mask) -> hs, cs (T,B,U),
-//       gates (T,B,4U): gates i, f, c, o along the last axis, stored activated
-//   ZooLstmBackward(gates, cs, c0, d_hs (T,B,U), d_h, d_c (B,U), u, mask)
-//       -> dz (T,B,4U), dh0, dc0
-//   ZooGruForward(xp (T,B,3U), h0 (B,U), u (U,3U), rb (U), mask) -> hs (T,B,U),
-//       gates (T,B,3U), r_h (T,B,U): gates z, r and the candidate, stored activated; xp holds
+//   ZooLstmForward(xp (B,T,4U), h0, c0 (B,U), u (U,4U), mask) -> hs, cs (B,T,U),
+//       gates (B,T,4U): gates i, f, c, o along the last axis, stored activated
+//   ZooLstmBackward(gates, cs, c0, d_hs (B,T,U), d_h, d_c (B,U), u, mask)
+//       -> dz (B,T,4U), dh0, dc0
+//   ZooGruForward(xp (B,T,3U), h0 (B,U), u (U,3U), rb (U), mask) -> hs (B,T,U),
+//       gates (B,T,3U), r_h (B,T,U): gates z, r and the candidate, stored activated; xp holds
 //       the input projection plus the recurrent biases of z and r; rb is the candidate's
 //       recurrent bias
-//   ZooGruBackward(gates, r_h, hs, h0, d_hs, d_h, u, mask) -> d_xp, d_inner (T,B,3U), dh0
-//   ZooTanhForward(xp (T,B,U), h0 (B,U), u (U,U), mask) -> hs (T,B,U)
-//   ZooTanhBackward(hs, d_hs, d_h, u, mask) -> da (T,B,U) [pre-activation gradients], dh0
+//   ZooGruBackward(gates, r_h, hs, h0, d_hs, d_h, u, mask) -> d_xp, d_inner (B,T,3U), dh0
+//   ZooTanhForward(xp (B,T,U), h0 (B,U), u (U,U), mask) -> hs (B,T,U)
+//   ZooTanhBackward(hs, d_hs, d_h, u, mask) -> da (B,T,U) [pre-activation gradients], dh0
 //
-// mask is (T, B), 1 where a step is used and 0 where it is masked, or empty (shape (0,)) for
-// none.  A masked step carries the states (hs and cs hold the carried ones) and passes their
-// gradients straight through, as Keras's masking does.
+// Sequences are batch-major, as Keras layers take and give them (no transposes around the
+// ops): a block's rows at step t lie T * n floats apart (Rows).  mask is (B, T), 1 where a
+// step is used and 0 where it is masked, or empty (shape (0,)) for none.  A masked step
+// carries the states (hs and cs hold the carried ones) and passes their gradients straight
+// through, as Keras's masking does.
 
 #define EIGEN_USE_THREADS
 #include <algorithm>
@@ -45,7 +47,21 @@ namespace {
 
 using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using MapM = Eigen::Map<RowMat>;
-using CMapM = Eigen::Map<const RowMat>;
+using Stride = Eigen::OuterStride<>;
+using SMap = Eigen::Map<RowMat, 0, Stride>;
+using CSMap = Eigen::Map<const RowMat, 0, Stride>;
+
+// Rows r0 .. r0 + b - 1 of step t of a batch-major (B, T, n) sequence.
+SMap Rows(float* seq, int64_t t, int64_t r0, int64_t b, int64_t T, int64_t n) {
+  return SMap(seq + (r0 * T + t) * n, b, n, Stride(T * n));
+}
+CSMap Rows(const float* seq, int64_t t, int64_t r0, int64_t b, int64_t T, int64_t n) {
+  return CSMap(seq + (r0 * T + t) * n, b, n, Stride(T * n));
+}
+// Rows r0 .. r0 + b - 1 of a (B, n) state.
+CSMap StateRows(const float* state, int64_t r0, int64_t b, int64_t n) {
+  return CSMap(state + r0 * n, b, n, Stride(n));
+}
 
 // Rows per block: at least this many, so a step's product stays worth a thread.
 constexpr int64_t kMinRows = 8;
@@ -73,15 +89,15 @@ struct Dims {
   int64_t T, B, U, G;
 };
 
-// Checks x (T, B, gates * U) against u (U, gates * U); a one-line error otherwise.
+// Checks x (B, T, gates * U) against u (U, gates * U); a one-line error otherwise.
 Status SeqDims(const Tensor& x, const Tensor& u, int gates, const char* op, Dims* d) {
   if (x.dims() != 3 || u.dims() != 2 || u.dim_size(1) != gates * u.dim_size(0) ||
       x.dim_size(2) != u.dim_size(1)) {
-    return errors::InvalidArgument(op, ": expected a (T, B, ", gates, "U) sequence and a (U, ",
+    return errors::InvalidArgument(op, ": expected a (B, T, ", gates, "U) sequence and a (U, ",
                                    gates, "U) recurrent kernel, got ",
                                    x.shape().DebugString(), " and ", u.shape().DebugString());
   }
-  *d = Dims{x.dim_size(0), x.dim_size(1), u.dim_size(0), u.dim_size(1)};
+  *d = Dims{x.dim_size(1), x.dim_size(0), u.dim_size(0), u.dim_size(1)};
   return OkStatus();
 }
 
@@ -95,26 +111,38 @@ Status Expect(const Tensor& t, const TensorShape& shape, const char* op, const c
 
 const float* In(OpKernelContext* ctx, int i) { return ctx->input(i).flat<float>().data(); }
 
-// The mask input: nullptr for none (an empty tensor), else (T, B); an error otherwise.
+// The mask input: nullptr for none (an empty tensor), else (B, T); an error otherwise.
 Status MaskOf(const Tensor& m, const Dims& d, const char* op, const float** out) {
   *out = nullptr;
   if (m.NumElements() == 0 && m.dims() == 1) return OkStatus();
-  TF_RETURN_IF_ERROR(Expect(m, TensorShape({d.T, d.B}), op, "mask"));
+  TF_RETURN_IF_ERROR(Expect(m, TensorShape({d.B, d.T}), op, "mask"));
   *out = m.flat<float>().data();
   return OkStatus();
 }
 
-// For each masked row r (mask == 0) of a block: dst row r = src row r (n columns each).
-void CarryMasked(const float* mask_t, int64_t b, int64_t n, const float* src, float* dst) {
-  if (mask_t == nullptr) return;
-  for (int64_t r = 0; r < b; ++r)
-    if (mask_t[r] == 0.0f) std::copy_n(src + r * n, n, dst + r * n);
+// A block's mask at one step: row r is masked where m[r * T] == 0 (m: the (B, T) mask at the
+// block's first row and the step), or none.
+struct StepMask {
+  const float* m;
+  int64_t T;
+  StepMask(const float* mask, int64_t t, int64_t r0, int64_t T)
+      : m(mask ? mask + r0 * T + t : nullptr), T(T) {}
+  bool Masked(int64_t r) const { return m[r * T] == 0.0f; }
+};
+
+// For each masked row r of a block: dst row r = src row r.
+template <typename Src, typename Dst>
+void CarryMasked(const StepMask& mt, const Src& src, Dst&& dst) {
+  if (mt.m == nullptr) return;
+  for (int64_t r = 0; r < dst.rows(); ++r)
+    if (mt.Masked(r)) dst.row(r) = src.row(r);
 }
 
-void ZeroMasked(const float* mask_t, int64_t b, int64_t n, float* dst) {
-  if (mask_t == nullptr) return;
-  for (int64_t r = 0; r < b; ++r)
-    if (mask_t[r] == 0.0f) std::fill_n(dst + r * n, n, 0.0f);
+template <typename Dst>
+void ZeroMasked(const StepMask& mt, Dst&& dst) {
+  if (mt.m == nullptr) return;
+  for (int64_t r = 0; r < dst.rows(); ++r)
+    if (mt.Masked(r)) dst.row(r).setZero();
 }
 
 float* Out(OpKernelContext* ctx, int i, const TensorShape& shape) {
@@ -169,17 +197,19 @@ class PackedRight {
     return std::min(kDepth, K_) * (b + Traits::nr);
   }
 
-  // out (b, N), row stride N  +=  x (b, K), row stride K  .  R
-  void MulAdd(const float* x, Index b, float* out, float* scratch) const {
+  // out (b, N) += x (b, K) . R, for row-major x and out with any row strides
+  template <typename X, typename Out>
+  void MulAdd(const X& x, Out&& out, float* scratch) const {
     Eigen::internal::gemm_pack_rhs<float, Index, In<Eigen::ColMajor>, Traits::nr,
                                    Eigen::ColMajor> pack;
     Eigen::internal::gebp_kernel<float, float, Index, Res, Traits::mr, Traits::nr, false, false>
         gebp;
-    const In<Eigen::ColMajor> xt(x, K_);
+    const In<Eigen::ColMajor> xt(x.data(), x.outerStride());
+    const Res res(out.data(), out.outerStride());
     for (Index k = 0; k < K_; k += kDepth) {
       const Index kc = std::min(kDepth, K_ - k);
-      pack(scratch, xt.getSubMapper(k, 0), kc, b);
-      gebp(Res(out, N_), packed_.data() + k * N_, scratch, N_, kc, b, 1.0f);
+      pack(scratch, xt.getSubMapper(k, 0), kc, x.rows());
+      gebp(res, packed_.data() + k * N_, scratch, N_, kc, x.rows(), 1.0f);
     }
   }
 
@@ -199,7 +229,7 @@ auto Sigmoid(const A& x) -> decltype(0.5f + 0.5f * (0.5f * x).tanh()) {
   return 0.5f + 0.5f * (0.5f * x).tanh();
 }
 
-// Shape functions: outputs shaped like inputs, or (T, B, U) from a sequence and a state.
+// Shape functions: outputs shaped like inputs, or (B, T, U) from a sequence and a state.
 ShapeHandle Seq(InferenceContext* c, int seq_input, int state_input) {
   ShapeHandle x = c->input(seq_input), s = c->input(state_input);
   if (!c->RankKnown(x) || !c->RankKnown(s)) return c->UnknownShape();
@@ -241,7 +271,7 @@ class ZooLstmForwardOp : public OpKernel {
     Dims d;
     OP_REQUIRES_OK(ctx, SeqDims(ctx->input(0), ctx->input(3), 4, op, &d));
     const int64_t T = d.T, B = d.B, U = d.U, G = d.G;
-    const TensorShape state({B, U}), seq({T, B, U});
+    const TensorShape state({B, U}), seq({B, T, U});
     OP_REQUIRES_OK(ctx, Expect(ctx->input(1), state, op, "h0"));
     OP_REQUIRES_OK(ctx, Expect(ctx->input(2), state, op, "c0"));
     const float* mask;
@@ -252,28 +282,27 @@ class ZooLstmForwardOp : public OpKernel {
     float* cs = Out(ctx, 1, seq);
     float* gates = Out(ctx, 2, ctx->input(0).shape());
     if (!ctx->status().ok() || T == 0 || B == 0) return;
+    const float *hs_in = hs, *cs_in = cs;
 
     ForRowBlocks(ctx, B, [&](int64_t r0, int64_t r1) {
       const int64_t b = r1 - r0;
       Scratch scratch(um.ScratchSize(b));
       for (int64_t t = 0; t < T; ++t) {
-        const int64_t row = t * B + r0;
-        const float* h_prev = t == 0 ? h0 + r0 * U : hs + (row - B) * U;
-        const float* c_prev = t == 0 ? c0 + r0 * U : cs + (row - B) * U;
-        MapM z(gates + row * G, b, G);
-        z = CMapM(xp + row * G, b, G);
-        um.MulAdd(h_prev, b, z.data(), scratch.data());
+        const StepMask mt(mask, t, r0, T);
+        const CSMap h_prev = t == 0 ? StateRows(h0, r0, b, U) : Rows(hs_in, t - 1, r0, b, T, U);
+        const CSMap c_prev = t == 0 ? StateRows(c0, r0, b, U) : Rows(cs_in, t - 1, r0, b, T, U);
+        SMap z = Rows(gates, t, r0, b, T, G);
+        z = Rows(xp, t, r0, b, T, G);
+        um.MulAdd(h_prev, z, scratch.data());
         auto s = z.array();
         s.leftCols(2 * U) = Sigmoid(s.leftCols(2 * U));
         s.middleCols(2 * U, U) = s.middleCols(2 * U, U).tanh();
         s.rightCols(U) = Sigmoid(s.rightCols(U));
-        MapM c(cs + row * U, b, U);
-        c.array() = s.middleCols(U, U) * CMapM(c_prev, b, U).array() +
-                    s.leftCols(U) * s.middleCols(2 * U, U);
-        MapM(hs + row * U, b, U).array() = s.rightCols(U) * c.array().tanh();
-        const float* m = mask ? mask + row : nullptr;
-        CarryMasked(m, b, U, c_prev, cs + row * U);
-        CarryMasked(m, b, U, h_prev, hs + row * U);
+        SMap c = Rows(cs, t, r0, b, T, U), h = Rows(hs, t, r0, b, T, U);
+        c.array() = s.middleCols(U, U) * c_prev.array() + s.leftCols(U) * s.middleCols(2 * U, U);
+        h.array() = s.rightCols(U) * c.array().tanh();
+        CarryMasked(mt, c_prev, c);
+        CarryMasked(mt, h_prev, h);
       }
     });
   }
@@ -288,7 +317,7 @@ class ZooLstmBackwardOp : public OpKernel {
     Dims d;
     OP_REQUIRES_OK(ctx, SeqDims(ctx->input(0), ctx->input(6), 4, op, &d));
     const int64_t T = d.T, B = d.B, U = d.U, G = d.G;
-    const TensorShape state({B, U}), seq({T, B, U});
+    const TensorShape state({B, U}), seq({B, T, U});
     OP_REQUIRES_OK(ctx, Expect(ctx->input(1), seq, op, "cs"));
     OP_REQUIRES_OK(ctx, Expect(ctx->input(2), state, op, "c0"));
     OP_REQUIRES_OK(ctx, Expect(ctx->input(3), seq, op, "d_hs"));
@@ -312,33 +341,32 @@ class ZooLstmBackwardOp : public OpKernel {
       RowMat dc(b, U), tc(b, U), kept_h(b, U), kept_c(b, U);
       Scratch scratch(ut.ScratchSize(b));
       for (int64_t t = T - 1; t >= 0; --t) {
-        const int64_t row = t * B + r0;
-        const float* m = mask ? mask + row : nullptr;
-        gh += CMapM(d_hs + row * U, b, U);
-        auto s = CMapM(gates + row * G, b, G).array();
+        const StepMask mt(mask, t, r0, T);
+        gh += Rows(d_hs, t, r0, b, T, U);
+        auto s = Rows(gates, t, r0, b, T, G).array();
         auto i = s.leftCols(U), f = s.middleCols(U, U), g = s.middleCols(2 * U, U),
              o = s.rightCols(U);
-        auto c_prev = CMapM(t == 0 ? c0 + r0 * U : cs + (row - B) * U, b, U).array();
-        tc.array() = CMapM(cs + row * U, b, U).array().tanh();
+        auto c_prev = (t == 0 ? StateRows(c0, r0, b, U) : Rows(cs, t - 1, r0, b, T, U)).array();
+        tc.array() = Rows(cs, t, r0, b, T, U).array().tanh();
         auto ga = gh.array();
         auto ta = tc.array();
         auto dca = dc.array();
         dca = gc.array() + ga * o * (1.0f - ta * ta);
-        MapM dz(dz_out + row * G, b, G);
+        SMap dz = Rows(dz_out, t, r0, b, T, G);
         auto dza = dz.array();
         dza.leftCols(U) = dca * g * i * (1.0f - i);
         dza.middleCols(U, U) = dca * c_prev * f * (1.0f - f);
         dza.middleCols(2 * U, U) = dca * i * (1.0f - g * g);
         dza.rightCols(U) = ga * ta * o * (1.0f - o);
         // a masked step passes gh and gc straight through
-        ZeroMasked(m, b, G, dz.data());
-        CarryMasked(m, b, U, gh.data(), kept_h.data());
-        CarryMasked(m, b, U, gc.data(), kept_c.data());
+        ZeroMasked(mt, dz);
+        CarryMasked(mt, gh, kept_h);
+        CarryMasked(mt, gc, kept_c);
         gc.array() = dca * f;
         gh.setZero();
-        ut.MulAdd(dz.data(), b, gh.data(), scratch.data());
-        CarryMasked(m, b, U, kept_h.data(), gh.data());
-        CarryMasked(m, b, U, kept_c.data(), gc.data());
+        ut.MulAdd(dz, gh, scratch.data());
+        CarryMasked(mt, kept_h, gh);
+        CarryMasked(mt, kept_c, gc);
       }
     });
   }
@@ -377,7 +405,7 @@ class ZooGruForwardOp : public OpKernel {
     Dims d;
     OP_REQUIRES_OK(ctx, SeqDims(ctx->input(0), ctx->input(2), 3, op, &d));
     const int64_t T = d.T, B = d.B, U = d.U, G = d.G;
-    const TensorShape state({B, U}), seq({T, B, U});
+    const TensorShape state({B, U}), seq({B, T, U});
     OP_REQUIRES_OK(ctx, Expect(ctx->input(1), state, op, "h0"));
     OP_REQUIRES_OK(ctx, Expect(ctx->input(3), TensorShape({U}), op, "rb"));
     const float* mask;
@@ -389,28 +417,29 @@ class ZooGruForwardOp : public OpKernel {
     float* gates = Out(ctx, 1, ctx->input(0).shape());
     float* r_h = Out(ctx, 2, seq);
     if (!ctx->status().ok() || T == 0 || B == 0) return;
+    const float* hs_in = hs;
 
     ForRowBlocks(ctx, B, [&](int64_t r0, int64_t r1) {
       const int64_t b = r1 - r0;
       RowMat inner(b, G);
       Scratch scratch(um.ScratchSize(b));
       for (int64_t t = 0; t < T; ++t) {
-        const int64_t row = t * B + r0;
-        auto h_prev = CMapM(t == 0 ? h0 + r0 * U : hs + (row - B) * U, b, U);
+        const CSMap h_prev = t == 0 ? StateRows(h0, r0, b, U) : Rows(hs_in, t - 1, r0, b, T, U);
         inner.setZero();
-        um.MulAdd(h_prev.data(), b, inner.data(), scratch.data());
-        auto x = CMapM(xp + row * G, b, G).array();
-        MapM s(gates + row * G, b, G);
+        um.MulAdd(h_prev, inner, scratch.data());
+        auto x = Rows(xp, t, r0, b, T, G).array();
+        SMap s = Rows(gates, t, r0, b, T, G);
         auto sa = s.array();
         auto in = inner.array();
         sa.leftCols(2 * U) = Sigmoid(x.leftCols(2 * U) + in.leftCols(2 * U));
-        MapM rh(r_h + row * U, b, U);
+        SMap rh = Rows(r_h, t, r0, b, T, U);
         rh.array() = in.rightCols(U).rowwise() + rb;
         sa.rightCols(U) = (x.rightCols(U) + sa.middleCols(U, U) * rh.array()).tanh();
         auto z = sa.leftCols(U);
         auto hh = sa.rightCols(U);
-        MapM(hs + row * U, b, U).array() = hh + z * (h_prev.array() - hh);
-        CarryMasked(mask ? mask + row : nullptr, b, U, h_prev.data(), hs + row * U);
+        SMap h = Rows(hs, t, r0, b, T, U);
+        h.array() = hh + z * (h_prev.array() - hh);
+        CarryMasked(StepMask(mask, t, r0, T), h_prev, h);
       }
     });
   }
@@ -425,7 +454,7 @@ class ZooGruBackwardOp : public OpKernel {
     Dims d;
     OP_REQUIRES_OK(ctx, SeqDims(ctx->input(0), ctx->input(6), 3, op, &d));
     const int64_t T = d.T, B = d.B, U = d.U, G = d.G;
-    const TensorShape state({B, U}), seq({T, B, U});
+    const TensorShape state({B, U}), seq({B, T, U});
     OP_REQUIRES_OK(ctx, Expect(ctx->input(1), seq, op, "r_h"));
     OP_REQUIRES_OK(ctx, Expect(ctx->input(2), seq, op, "hs"));
     OP_REQUIRES_OK(ctx, Expect(ctx->input(3), state, op, "h0"));
@@ -449,29 +478,28 @@ class ZooGruBackwardOp : public OpKernel {
       RowMat d_hpre(b, U), kept_h(b, U);
       Scratch scratch(ut.ScratchSize(b));
       for (int64_t t = T - 1; t >= 0; --t) {
-        const int64_t row = t * B + r0;
-        const float* m = mask ? mask + row : nullptr;
-        gh += CMapM(d_hs + row * U, b, U);
-        auto s = CMapM(gates + row * G, b, G).array();
+        const StepMask mt(mask, t, r0, T);
+        gh += Rows(d_hs, t, r0, b, T, U);
+        auto s = Rows(gates, t, r0, b, T, G).array();
         auto z = s.leftCols(U), r = s.middleCols(U, U), hh = s.rightCols(U);
-        auto h_prev = CMapM(t == 0 ? h0 + r0 * U : hs + (row - B) * U, b, U).array();
-        auto rh = CMapM(r_h + row * U, b, U).array();
+        auto h_prev = (t == 0 ? StateRows(h0, r0, b, U) : Rows(hs, t - 1, r0, b, T, U)).array();
+        auto rh = Rows(r_h, t, r0, b, T, U).array();
         auto ga = gh.array();
         auto dh = d_hpre.array();
         dh = ga * (1.0f - z) * (1.0f - hh * hh);
-        MapM dx(d_xp + row * G, b, G), di(d_inner + row * G, b, G);
+        SMap dx = Rows(d_xp, t, r0, b, T, G), di = Rows(d_inner, t, r0, b, T, G);
         auto dxa = dx.array(), dia = di.array();
         dxa.leftCols(U) = ga * (h_prev - hh) * z * (1.0f - z);
         dxa.middleCols(U, U) = dh * rh * r * (1.0f - r);
         dxa.rightCols(U) = dh;
         dia.leftCols(2 * U) = dxa.leftCols(2 * U);
         dia.rightCols(U) = dh * r;
-        ZeroMasked(m, b, G, dx.data());
-        ZeroMasked(m, b, G, di.data());
-        CarryMasked(m, b, U, gh.data(), kept_h.data());
+        ZeroMasked(mt, dx);
+        ZeroMasked(mt, di);
+        CarryMasked(mt, gh, kept_h);
         ga = ga * z;
-        CarryMasked(m, b, U, kept_h.data(), gh.data());  // a masked step passes gh through
-        ut.MulAdd(di.data(), b, gh.data(), scratch.data());
+        CarryMasked(mt, kept_h, gh);  // a masked step passes gh through
+        ut.MulAdd(di, gh, scratch.data());
       }
     });
   }
@@ -513,18 +541,18 @@ class ZooTanhForwardOp : public OpKernel {
     const PackedRight um(ctx->input(2), false);
     float* hs = Out(ctx, 0, ctx->input(0).shape());
     if (!ctx->status().ok() || T == 0 || B == 0) return;
+    const float* hs_in = hs;
 
     ForRowBlocks(ctx, B, [&](int64_t r0, int64_t r1) {
       const int64_t b = r1 - r0;
       Scratch scratch(um.ScratchSize(b));
       for (int64_t t = 0; t < T; ++t) {
-        const int64_t row = t * B + r0;
-        const float* h_prev = t == 0 ? h0 + r0 * U : hs + (row - B) * U;
-        MapM h(hs + row * U, b, U);
-        h = CMapM(xp + row * U, b, U);
-        um.MulAdd(h_prev, b, h.data(), scratch.data());
+        const CSMap h_prev = t == 0 ? StateRows(h0, r0, b, U) : Rows(hs_in, t - 1, r0, b, T, U);
+        SMap h = Rows(hs, t, r0, b, T, U);
+        h = Rows(xp, t, r0, b, T, U);
+        um.MulAdd(h_prev, h, scratch.data());
         h.array() = h.array().tanh();
-        CarryMasked(mask ? mask + row : nullptr, b, U, h_prev, h.data());
+        CarryMasked(StepMask(mask, t, r0, T), h_prev, h);
       }
     });
   }
@@ -557,17 +585,16 @@ class ZooTanhBackwardOp : public OpKernel {
       RowMat kept_h(b, U);
       Scratch scratch(ut.ScratchSize(b));
       for (int64_t t = T - 1; t >= 0; --t) {
-        const int64_t row = t * B + r0;
-        const float* m = mask ? mask + row : nullptr;
-        gh += CMapM(d_hs + row * U, b, U);
-        auto h = CMapM(hs + row * U, b, U).array();
-        MapM a(da + row * U, b, U);
+        const StepMask mt(mask, t, r0, T);
+        gh += Rows(d_hs, t, r0, b, T, U);
+        auto h = Rows(hs, t, r0, b, T, U).array();
+        SMap a = Rows(da, t, r0, b, T, U);
         a.array() = gh.array() * (1.0f - h * h);
-        ZeroMasked(m, b, U, a.data());
-        CarryMasked(m, b, U, gh.data(), kept_h.data());
+        ZeroMasked(mt, a);
+        CarryMasked(mt, gh, kept_h);
         gh.setZero();
-        ut.MulAdd(a.data(), b, gh.data(), scratch.data());
-        CarryMasked(m, b, U, kept_h.data(), gh.data());
+        ut.MulAdd(a, gh, scratch.data());
+        CarryMasked(mt, kept_h, gh);
       }
     });
   }
