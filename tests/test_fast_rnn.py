@@ -547,9 +547,10 @@ def test_native_ops_reject_inconsistent_shapes():
         ops.zoo_tanh_forward(tf.zeros([3, 2, 2]), tf.zeros([3, 2]), tf.zeros([2, 2]),
                              tf.ones([2, 3]))
     # batch-major (3 rows, 2 steps): a masked step carries the row's state
-    hs = ops.zoo_tanh_forward(tf.ones([3, 2, 2]), tf.zeros([3, 2]), tf.zeros([2, 2]),
-                              tf.constant([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    hs, h_prev = ops.zoo_tanh_forward(tf.ones([3, 2, 2]), tf.zeros([3, 2]), tf.zeros([2, 2]),
+                                      tf.constant([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
     np.testing.assert_allclose(hs[:, :, 0], np.tanh([[1, 1], [0, 1], [1, 1]]), rtol=1e-6)
+    np.testing.assert_allclose(h_prev[:, :, 0], np.tanh([[0, 1], [0, 0], [0, 1]]), rtol=1e-6)
 
 
 def test_xla_compiled_training_takes_the_graph_path(native_calls, spy_fast):

@@ -333,13 +333,13 @@ def _native(kind, ops, x, kernel, bias, U, states0, mask, return_sequences, rb_s
             b_in = b
         xp = _project(x, kernel if low is None else tf.cast(kernel, low), b_in)
         if kind == "lstm":
-            hs, cs, gates = ops.zoo_lstm_forward(xp, h0, st0[1], U, m)
+            hs, cs, gates, h_prev = ops.zoo_lstm_forward(xp, h0, st0[1], U, m)
             finals = [hs[:, -1], cs[:, -1]]
         elif kind == "gru":
-            hs, gates, r_h = ops.zoo_gru_forward(xp, h0, U, rb, m)
+            hs, gates, r_h, h_prev = ops.zoo_gru_forward(xp, h0, U, rb, m)
             finals = [hs[:, -1]]
         else:
-            hs = ops.zoo_tanh_forward(xp, h0, U, m)
+            hs, h_prev = ops.zoo_tanh_forward(xp, h0, U, m)
             finals = [hs[:, -1]]
         outs = finals + [hs] if return_sequences else finals
 
@@ -358,7 +358,6 @@ def _native(kind, ops, x, kernel, bias, U, states0, mask, return_sequences, rb_s
                 d_inner, d_st0 = None, [dh0]
             dx, d_kernel, d_xp2 = _input_grads(x, kernel, d_xp, low)
             d_inner2 = d_xp2 if d_inner is None else _flat(d_inner)
-            h_prev = tf.concat([h0[:, None], hs[:, :-1]], axis=1)
             d_U = _mm(_flat(h_prev), tf.cast(d_inner2, low or d_inner2.dtype), transpose_a=True)
             grads = [dx, d_kernel, d_U, None] + d_st0
             if has_bias:

@@ -11,15 +11,18 @@
 // Keras's:
 //
 //   ZooLstmForward(xp (B,T,4U), h0, c0 (B,U), u (U,4U), mask) -> hs, cs (B,T,U),
-//       gates (B,T,4U): gates i, f, c, o along the last axis, stored activated
+//       gates (B,T,4U), h_prev (B,T,U): gates i, f, c, o along the last axis, stored
+//       activated; h_prev the state each step starts from (h0, then hs shifted by a step),
+//       for the recurrent kernel's gradient
 //   ZooLstmBackward(gates, cs, c0, d_hs (B,T,U), d_h, d_c (B,U), u, mask)
 //       -> dz (B,T,4U), dh0, dc0
 //   ZooGruForward(xp (B,T,3U), h0 (B,U), u (U,3U), rb (U), mask) -> hs (B,T,U),
-//       gates (B,T,3U), r_h (B,T,U): gates z, r and the candidate, stored activated; xp holds
+//       gates (B,T,3U), r_h (B,T,U), h_prev (B,T,U): gates z, r and the candidate, stored
+//       activated; xp holds
 //       the input projection plus the recurrent biases of z and r; rb is the candidate's
 //       recurrent bias
 //   ZooGruBackward(gates, r_h, hs, h0, d_hs, d_h, u, mask) -> d_xp, d_inner (B,T,3U), dh0
-//   ZooTanhForward(xp (B,T,U), h0 (B,U), u (U,U), mask) -> hs (B,T,U)
+//   ZooTanhForward(xp (B,T,U), h0 (B,U), u (U,U), mask) -> hs, h_prev (B,T,U)
 //   ZooTanhBackward(hs, d_hs, d_h, u, mask) -> da (B,T,U) [pre-activation gradients], dh0
 //
 // Sequences are batch-major, as Keras layers take and give them (no transposes around the
@@ -243,11 +246,12 @@ ShapeHandle Seq(InferenceContext* c, int seq_input, int state_input) {
 REGISTER_OP("ZooLstmForward")
     .Input("xp: float").Input("h0: float").Input("c0: float").Input("u: float")
     .Input("mask: float")
-    .Output("hs: float").Output("cs: float").Output("gates: float")
+    .Output("hs: float").Output("cs: float").Output("gates: float").Output("h_prev: float")
     .SetShapeFn([](InferenceContext* c) {
       c->set_output(0, Seq(c, 0, 1));
       c->set_output(1, Seq(c, 0, 1));
       c->set_output(2, c->input(0));
+      c->set_output(3, Seq(c, 0, 1));
       return OkStatus();
     });
 
@@ -281,6 +285,7 @@ class ZooLstmForwardOp : public OpKernel {
     float* hs = Out(ctx, 0, seq);
     float* cs = Out(ctx, 1, seq);
     float* gates = Out(ctx, 2, ctx->input(0).shape());
+    float* h_prevs = Out(ctx, 3, seq);
     if (!ctx->status().ok() || T == 0 || B == 0) return;
     const float *hs_in = hs, *cs_in = cs;
 
@@ -290,6 +295,7 @@ class ZooLstmForwardOp : public OpKernel {
       for (int64_t t = 0; t < T; ++t) {
         const StepMask mt(mask, t, r0, T);
         const CSMap h_prev = t == 0 ? StateRows(h0, r0, b, U) : Rows(hs_in, t - 1, r0, b, T, U);
+        Rows(h_prevs, t, r0, b, T, U) = h_prev;  // for the recurrent kernel's gradient
         const CSMap c_prev = t == 0 ? StateRows(c0, r0, b, U) : Rows(cs_in, t - 1, r0, b, T, U);
         SMap z = Rows(gates, t, r0, b, T, G);
         z = Rows(xp, t, r0, b, T, G);
@@ -377,11 +383,12 @@ class ZooLstmBackwardOp : public OpKernel {
 REGISTER_OP("ZooGruForward")
     .Input("xp: float").Input("h0: float").Input("u: float").Input("rb: float")
     .Input("mask: float")
-    .Output("hs: float").Output("gates: float").Output("r_h: float")
+    .Output("hs: float").Output("gates: float").Output("r_h: float").Output("h_prev: float")
     .SetShapeFn([](InferenceContext* c) {
       c->set_output(0, Seq(c, 0, 1));
       c->set_output(1, c->input(0));
       c->set_output(2, Seq(c, 0, 1));
+      c->set_output(3, Seq(c, 0, 1));
       return OkStatus();
     });
 
@@ -416,6 +423,7 @@ class ZooGruForwardOp : public OpKernel {
     float* hs = Out(ctx, 0, seq);
     float* gates = Out(ctx, 1, ctx->input(0).shape());
     float* r_h = Out(ctx, 2, seq);
+    float* h_prevs = Out(ctx, 3, seq);
     if (!ctx->status().ok() || T == 0 || B == 0) return;
     const float* hs_in = hs;
 
@@ -425,6 +433,7 @@ class ZooGruForwardOp : public OpKernel {
       Scratch scratch(um.ScratchSize(b));
       for (int64_t t = 0; t < T; ++t) {
         const CSMap h_prev = t == 0 ? StateRows(h0, r0, b, U) : Rows(hs_in, t - 1, r0, b, T, U);
+        Rows(h_prevs, t, r0, b, T, U) = h_prev;  // for the recurrent kernel's gradient
         inner.setZero();
         um.MulAdd(h_prev, inner, scratch.data());
         auto x = Rows(xp, t, r0, b, T, G).array();
@@ -509,9 +518,10 @@ class ZooGruBackwardOp : public OpKernel {
 
 REGISTER_OP("ZooTanhForward")
     .Input("xp: float").Input("h0: float").Input("u: float").Input("mask: float")
-    .Output("hs: float")
+    .Output("hs: float").Output("h_prev: float")
     .SetShapeFn([](InferenceContext* c) {
       c->set_output(0, c->input(0));
+      c->set_output(1, c->input(0));
       return OkStatus();
     });
 
@@ -540,6 +550,7 @@ class ZooTanhForwardOp : public OpKernel {
     const float *xp = In(ctx, 0), *h0 = In(ctx, 1);
     const PackedRight um(ctx->input(2), false);
     float* hs = Out(ctx, 0, ctx->input(0).shape());
+    float* h_prevs = Out(ctx, 1, ctx->input(0).shape());
     if (!ctx->status().ok() || T == 0 || B == 0) return;
     const float* hs_in = hs;
 
@@ -548,6 +559,7 @@ class ZooTanhForwardOp : public OpKernel {
       Scratch scratch(um.ScratchSize(b));
       for (int64_t t = 0; t < T; ++t) {
         const CSMap h_prev = t == 0 ? StateRows(h0, r0, b, U) : Rows(hs_in, t - 1, r0, b, T, U);
+        Rows(h_prevs, t, r0, b, T, U) = h_prev;  // for the recurrent kernel's gradient
         SMap h = Rows(hs, t, r0, b, T, U);
         h = Rows(xp, t, r0, b, T, U);
         um.MulAdd(h_prev, h, scratch.data());
