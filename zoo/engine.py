@@ -82,13 +82,13 @@ def cpu_has_bfloat16_matrix_units(cpuinfo: str = "/proc/cpuinfo") -> bool:
 
 def _native_kernels(echo) -> None:
     """Builds zoo's native recurrence kernels before training where the CPU fast path will want
-    them and none are cached yet, saying so (a build takes about 25 s, once per machine)."""
+    them and none are cached yet, saying so (a build takes about 30 s, once per machine)."""
     from zoo import layers, native
 
     if layers._gpu_visible() or not native.build_due():
         return
     echo("zoo: compiling zoo's native recurrence kernels (once per machine and TensorFlow "
-         "version, about 25 s)")
+         "version, about 30 s)")
     if native.rnn_ops() is None:
         echo(f"zoo: native kernels not built ({native.why_not()}); training takes the slower "
              "graph loop")
