@@ -298,6 +298,8 @@ def test_sampler_seeded_draws():
     a = s.sample(prime, CHUNK + 5, 1.0, seed=4)
     assert a.shape == (64, CHUNK + 5) and a.min() >= 1 and a.max() < 12
     np.testing.assert_array_equal(a, s.sample(prime, CHUNK + 5, 1.0, seed=4))
+    plain = Sampler(model, banned=(0,), xla=False)  # the same noise, drawn outside the loop
+    np.testing.assert_array_equal(a, plain.sample(prime, CHUNK + 5, 1.0, seed=4))
     assert (a != s.sample(prime, CHUNK + 5, 1.0, seed=5)).any()
     assert len({tuple(r) for r in a}) > 32  # the n rows are independent draws
     assert s.sample(prime[:2], 0, 1.0, seed=4).shape == (2, 0)

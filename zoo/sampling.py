@@ -18,8 +18,9 @@ categorical draw (argmax of logits / T - log(-log u)).  The uniforms u of a chun
 drawn in one stateless call keyed by the seed and the chunk's first step, before the compiled
 loop (XLA's own generator on a CPU cost more than a 2 x 128 LSTM step); a chunk is therefore
 ``noise_block(n, vocab)`` steps, at most ``CHUNK``, so that its noise stays within ``NOISE``
-values.  The same seed, primes and model give the same ids.  Where XLA cannot compile the
-model the same loop runs uncompiled (``ZOO_SAMPLER_XLA=0`` forces that).
+values.  The same seed, primes (their number too: it sets the chunks) and model give the
+same ids, with or without XLA.  Where XLA cannot compile the model the same loop runs
+uncompiled (``ZOO_SAMPLER_XLA=0`` forces that).
 
 TensorFlow-only (``tf.function``, ``tf.while_loop``, stateless random ops), as the design asks.
 """
