@@ -61,8 +61,9 @@ class Sampler:
 
     ``sample(prime_ids, length, temperature, seed)`` takes primes as an (n, p) int array
     (p >= 1) and returns the (n, length) int array of drawn ids.  Temperature 0 is greedy
-    (argmax); otherwise each id is drawn from ``softmax(logits / temperature)`` by a stateless
-    generator keyed by ``seed`` and the step number, so the same seed gives the same ids.
+    (argmax); otherwise each id is drawn from ``softmax(logits / temperature)`` with noise from
+    a stateless generator keyed by ``seed`` and the step number of its chunk's first step, so
+    the same seed (for the same number of primes) gives the same ids.
     ``banned`` ids (such as the unknown-character id) are never drawn.
     """
 
@@ -214,7 +215,7 @@ class Sampler:
                 else:
                     # the noise of the block's steps in one stateless draw keyed by the seed and
                     # the block's first step, outside the compiled loop: XLA's own generator on
-                    # a CPU costs more than the step itself (2 us a value-row at 65 ids)
+                    # a CPU cost about 2 us a step at 65 ids, more than the rest of the draw
                     u = tf.random.stateless_uniform(
                         tf.stack([block, n, vocab]),
                         tf.random.experimental.stateless_fold_in(seed, j * block),

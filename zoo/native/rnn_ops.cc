@@ -18,9 +18,8 @@
 //       -> dz (B,T,4U), dh0, dc0
 //   ZooGruForward(xp (B,T,3U), h0 (B,U), u (U,3U), rb (U), mask) -> hs (B,T,U),
 //       gates (B,T,3U), r_h (B,T,U), h_prev (B,T,U): gates z, r and the candidate, stored
-//       activated; xp holds
-//       the input projection plus the recurrent biases of z and r; rb is the candidate's
-//       recurrent bias
+//       activated; xp holds the input projection plus the recurrent biases of z and r; rb is
+//       the candidate's recurrent bias
 //   ZooGruBackward(gates, r_h, hs, h0, d_hs, d_h, u, mask) -> d_xp, d_inner (B,T,3U), dh0
 //   ZooTanhForward(xp (B,T,U), h0 (B,U), u (U,U), mask) -> hs, h_prev (B,T,U)
 //   ZooTanhBackward(hs, d_hs, d_h, u, mask) -> da (B,T,U) [pre-activation gradients], dh0
@@ -158,6 +157,9 @@ float* Out(OpKernelContext* ctx, int i, const TensorShape& shape) {
   return t->flat<float>().data();
 }
 
+// A buffer aligned for Eigen's packed panels.
+using Scratch = std::vector<float, Eigen::aligned_allocator<float>>;
+
 // The right-hand factor R (K, N) of every step's product out (b, N) += x (b, K) . R, packed
 // once per call into the panels of Eigen's blocked product kernel (gebp), instead of once per
 // step as a plain Eigen product does: at these sizes packing R cost about a fifth of a step.
@@ -218,11 +220,8 @@ class PackedRight {
 
  private:
   const Index K_, N_;
-  std::vector<float, Eigen::aligned_allocator<float>> packed_;
+  Scratch packed_;
 };
-
-// A per-thread scratch buffer, aligned for Eigen's packed panels.
-using Scratch = std::vector<float, Eigen::aligned_allocator<float>>;
 
 // The logistic function as tanh: 1/(1 + e^-x) = (1 + tanh(x/2)) / 2, within 1.2e-7 of
 // Eigen's logistic (absolute: gates scale other values, so their absolute error is what
