@@ -14,6 +14,7 @@ from pathlib import Path
 from zoo.errors import RunFailed, ZooError
 
 MAX_MESSAGE = 600   # characters of an error message shown; the rest is cut
+ALL_TASKS = "*"     # `zoo recipes --keys` without a task
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -73,6 +74,11 @@ def cmd_models(args) -> int:
 
 
 def cmd_recipes(args) -> int:
+    if args.keys is not None:   # every key a recipe accepts, from the schemas
+        from zoo.docs import keys_text
+
+        print(keys_text(None if args.keys == ALL_TASKS else args.keys))
+        return 0
     folder = Path(args.folder)
     files = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
     if not files:
@@ -234,9 +240,12 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--registered", action="store_true",
                    help="list registered models with versions, aliases and main metric")
 
-    r = command("recipes", "list the recipes in a folder with their task and model", cmd_recipes,
-                store=False)
+    r = command("recipes", "list the recipes in a folder with their task and model, or (--keys) "
+                "every key a recipe accepts", cmd_recipes, store=False)
     r.add_argument("folder", nargs="?", default="recipes", help="the folder of recipes")
+    r.add_argument("--keys", nargs="?", const=ALL_TASKS, default=None, metavar="TASK",
+                   help="print every recipe key (type, default, bounds, meaning) instead; with "
+                        "TASK, only that task's task and data keys besides the common ones")
 
     run = command("run", "train a recipe, track it in MLflow and register the model", cmd_run)
     run.add_argument("recipe", help="the recipe file (.yaml)")

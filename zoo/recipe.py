@@ -20,13 +20,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from zoo.errors import ZooError, did_you_mean
+from zoo.schema import Strict
 
 SECTIONS = ("extends", "task", "data", "model", "train", "track", "sweep")
 # `sweep` is read by `zoo sweep` (zoo.sweep); a plain run of the same recipe ignores it.
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # Documented upper bounds: far above any useful value, low enough that a typo is caught.
@@ -35,31 +32,57 @@ MAX_BATCH = 1 << 20
 NAME_RULE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,255}$"   # what zoo.load and MLflow both accept
 
 
-class Optimizer(_Strict):
-    name: Literal["adam", "adamw", "rmsprop", "sgd", "adagrad"] = "adam"
-    learning_rate: float = Field(1e-3, gt=0)
-    clipnorm: float | None = Field(None, gt=0)
-    clipvalue: float | None = Field(None, gt=0)
+class Optimizer(Strict):
+    """``train.optimizer``: the Keras optimizer and its learning rate."""
+
+    name: Literal["adam", "adamw", "rmsprop", "sgd", "adagrad"] = Field(
+        "adam", description="The Keras optimizer (keras.optimizers.Adam, AdamW, RMSprop, SGD, "
+        "Adagrad), with Keras's defaults for everything but the keys below.")
+    learning_rate: float = Field(1e-3, gt=0, description=(
+        "The starting learning rate; train.lr_schedule changes it during training (each epoch "
+        "logs its learning_rate)."))
+    clipnorm: float | None = Field(None, gt=0, description=(
+        "Clip each weight's gradient to this L2 norm (null: no clipping). Helps recurrent "
+        "networks whose gradients sometimes explode."))
+    clipvalue: float | None = Field(None, gt=0, description=(
+        "Clip every gradient element to [-clipvalue, clipvalue] (null: no clipping)."))
 
 
-class EarlyStopping(_Strict):
-    monitor: str = "val_loss"
-    patience: int = Field(3, ge=0, le=MAX_EPOCHS)
-    min_delta: float = Field(0.0, ge=0)
-    restore_best_weights: bool = True
+class EarlyStopping(Strict):
+    """``train.early_stopping``: stop when a validation metric stops improving."""
+
+    monitor: str = Field("val_loss", description=(
+        "The logged metric to watch, e.g. val_loss or val_accuracy (an epoch's val_* metrics; "
+        "Keras infers the direction from the name: loss-like lower, accuracy-like higher)."))
+    patience: int = Field(3, ge=0, le=MAX_EPOCHS, description=(
+        "Epochs without improvement (by more than min_delta) before training stops."))
+    min_delta: float = Field(0.0, ge=0, description=(
+        "The smallest change of the monitored metric that counts as an improvement."))
+    restore_best_weights: bool = Field(True, description=(
+        "At the end, go back to the weights of the best epoch (else keep the last epoch's). "
+        "The registered model and the test metrics use these weights."))
 
 
-class LRSchedule(_Strict):
+class LRSchedule(Strict):
     """How the learning rate changes during training: ``plateau`` multiplies it by ``factor``
     when val_loss has not improved for ``patience`` epochs; ``cosine`` decays it along a
     half cosine to ``final_fraction`` of its start over all the training steps (with
     ``epochs: auto``, over ``train.time_budget``: by the clock)."""
 
-    name: Literal["plateau", "cosine"]
-    factor: float = Field(0.5, gt=0, lt=1)
-    patience: int = Field(1, ge=0, le=MAX_EPOCHS)
-    min_lr: float = Field(0.0, ge=0)
-    final_fraction: float = Field(0.0, ge=0, lt=1)
+    name: Literal["plateau", "cosine"] = Field(description=(
+        "plateau: multiply the learning rate by factor when val_loss has not improved for "
+        "patience epochs. cosine: decay it along a half cosine from train.optimizer."
+        "learning_rate to final_fraction of it over all the training steps; with epochs: auto "
+        "(an unknown number of steps) over train.time_budget, by the clock, so cosine with "
+        "epochs: auto needs a time_budget."))
+    factor: float = Field(0.5, gt=0, lt=1, description=(
+        "plateau: what the learning rate is multiplied by at each plateau."))
+    patience: int = Field(1, ge=0, le=MAX_EPOCHS, description=(
+        "plateau: epochs without val_loss improving before the learning rate is cut."))
+    min_lr: float = Field(0.0, ge=0, description="plateau: the learning rate never goes below this.")
+    final_fraction: float = Field(0.0, ge=0, lt=1, description=(
+        "cosine: the learning rate at the end, as a fraction of the starting one "
+        "(Keras's CosineDecay alpha)."))
 
 
 AUTO_MAX_EPOCHS = 1000   # with epochs: auto, training stops on early stopping or the budget
@@ -70,22 +93,53 @@ AUTO_LEARNED = 0.9     # ... patience starts once training loss is below 0.9x th
 AUTO_GRACE_EPOCHS = 20  # ... or after this many epochs at the latest
 
 
-class Train(_Strict):
+class Train(Strict):
+    """``train``: how long and how the model is trained."""
+
     # a whole number, or "auto": until val_loss stops improving (train.early_stopping, else
     # patience 2 with the best weights kept) or train.time_budget runs out; on data of under
     # AUTO_MIN_STEPS batches an epoch is then as many whole passes as make that many steps
-    epochs: int | Literal["auto"] = Field(10)
-    time_budget: float | None = Field(None, gt=0, le=7 * 24 * 60)   # minutes of training
-    lr_schedule: LRSchedule | None = None
-    batch_size: int = Field(32, ge=1, le=MAX_BATCH)
-    optimizer: Optimizer = Optimizer()
-    early_stopping: EarlyStopping | None = None
-    seed: int = Field(1, ge=0, le=2**31 - 1)
+    epochs: int | Literal["auto"] = Field(10, description=(
+        "Passes over the training data, or auto: train until val_loss stops improving by more "
+        "than 0.001 for 2 epochs (train.early_stopping replaces that rule), keeping the best "
+        "epoch's weights, or until train.time_budget runs out (at most 1000 epochs). Under auto, "
+        "patience starts only once the training loss is below 0.9 of the first epoch's (or "
+        "after 20 epochs), and on data of fewer than 50 batches an epoch is as many whole "
+        "passes as make at least 50 steps."))
+    time_budget: float | None = Field(None, gt=0, le=7 * 24 * 60, description=(
+        "Minutes of training (null: no limit). Training stops when they are spent, cutting "
+        "the last epoch short where its validation and logging still end within the budget; "
+        "that epoch is validated and logged like the others. Start-up, data preparation, "
+        "the test evaluation and registration are not counted. With a budget, a faster or "
+        "busier machine trains more or less, so results are not reproducible across machines."))
+    lr_schedule: LRSchedule | None = Field(None, description=(
+        "How the learning rate changes during training (null: it stays at "
+        "train.optimizer.learning_rate)."))
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH, description=(
+        "Examples per training step. For stateful training (the echo task, char-rnn with "
+        "data.carry_state) it is also the number of parallel stretches of the data that "
+        "carry their state from one batch to the next."))
+    optimizer: Optimizer = Field(Optimizer(), description="The optimizer and its learning rate.")
+    early_stopping: EarlyStopping | None = Field(None, description=(
+        "Stop when a validation metric stops improving (null: train all epochs, or with "
+        "epochs: auto the built-in rule described there)."))
+    seed: int = Field(1, ge=0, le=2**31 - 1, description=(
+        "Seeds Python, NumPy and TensorFlow (and the sentiment task's split): on a CPU a run "
+        "without a time budget gives the same metrics every time."))
     # auto: mixed_bfloat16 on a CPU with bfloat16 matrix units (AMX), else float32 (the engine's
     # resolve_precision; the run's tag zoo.precision says which)
-    precision: Literal["float32", "mixed_float16", "mixed_bfloat16", "auto"] = "float32"
-    distribute: Literal["none", "mirrored"] = "none"
-    verbose: int | None = Field(None, ge=0, le=2)   # None: a bar on a terminal, else a line an epoch
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16", "auto"] = Field(
+        "float32", description=(
+            "The Keras dtype policy. mixed_*: compute in 16 bits, weights and the head in "
+            "float32 (mixed_float16 is for GPUs). auto: mixed_bfloat16 on a CPU with bfloat16 "
+            "matrix units (Intel AMX) and no visible GPU, else float32; the run's tag "
+            "zoo.precision says which was used."))
+    distribute: Literal["none", "mirrored"] = Field("none", description=(
+        "mirrored: train on every visible GPU with tf.distribute.MirroredStrategy. Refused for "
+        "stateful training (the echo task, data.carry_state)."))
+    verbose: int | None = Field(None, ge=0, le=2, description=(
+        "Keras's progress output: 0 silent, 1 a progress bar, 2 one line per epoch (null: a "
+        "bar on a terminal, else a line per epoch)."))
 
     @field_validator("epochs")
     @classmethod
@@ -112,10 +166,18 @@ class Train(_Strict):
         return AUTO_MAX_EPOCHS if self.epochs == "auto" else self.epochs
 
 
-class Track(_Strict):
-    experiment: str | None = Field(None, min_length=1, max_length=250, pattern=r"^[^\n\r\t]+$")
-    registered_name: str | None = Field(None, pattern=NAME_RULE)
-    promote: Literal["if-better", "always", "never"] = "if-better"
+class Track(Strict):
+    """``track``: where the run is recorded and how its model is published."""
+
+    experiment: str | None = Field(None, min_length=1, max_length=250, pattern=r"^[^\n\r\t]+$",
+                                   description="The MLflow experiment of the run (null: the task's name).")
+    registered_name: str | None = Field(None, pattern=NAME_RULE, description=(
+        "The registered model's name, what zoo.load and zoo predict / generate take (null: "
+        "MODEL-TASK, e.g. lstm-sentiment)."))
+    promote: Literal["if-better", "always", "never"] = Field("if-better", description=(
+        "When the new version gets the champion alias (what zoo.load(name) loads): if-better "
+        "when it beats the champion on the task's main test metric, always, or never. A version "
+        "that does not beat the task's trivial baseline, and a --fast-dev-run, never does."))
 
 
 class Recipe(BaseModel):
@@ -123,15 +185,24 @@ class Recipe(BaseModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    path: str
-    task: str
-    task_options: BaseModel
-    data: BaseModel
-    model: str
-    params: BaseModel                      # the builder's validated hyperparameters
-    init_from: str | None = None           # NAME, NAME@ALIAS or NAME/VERSION: a warm start
-    train: Train
-    track: Track
+    path: str = Field(description="The recipe file it was read from.")
+    task: str = Field(description=(
+        "The task, one of the registered tasks (`zoo recipes --keys` lists them); "
+        "it decides the data, the network's input and head, the loss and the metrics. "
+        "`task: NAME` is short for `task: {name: NAME}`."))
+    task_options: BaseModel = Field(description=(
+        "The task section's other keys: the task's options (its Options schema)."))
+    data: BaseModel = Field(description="The data section: the task's Data schema.")
+    model: str = Field(description=(
+        "The builder of the recurrent body (`zoo models` lists them); the model "
+        "section's other keys are its hyperparameters (`zoo models NAME`)."))
+    params: BaseModel = Field(description="The builder's validated hyperparameters.")
+    init_from: str | None = Field(None, description=(
+        "A registered model to warm-start from, as NAME, NAME@ALIAS or "
+        "NAME/VERSION (e.g. lstm-word-lm@champion), for tasks that can (sentiment): its "
+        "vocabulary, embedding and recurrent weights are copied into the new model."))
+    train: Train = Field(description="How long and how the model is trained.")
+    track: Track = Field(description="Where the run is recorded and how the model is published.")
 
     @property
     def hparams(self) -> dict[str, Any]:

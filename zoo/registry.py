@@ -20,20 +20,21 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Callable
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import ConfigDict, ValidationError, create_model
 
 from zoo.errors import ZooError, did_you_mean
+from zoo.schema import Strict, bounds_text
 
 ENTRY_POINT_GROUP = "zoo.models"
 # Arguments that the task, not the recipe, decides.
 TASK_ARGS = ("return_sequences", "stateful")
 
 
-class Params(BaseModel):
+class Params(Strict):
     """Base of every builder's hyperparameter schema: unknown keys are refused, types are
     strict (``"128"`` is not a number, ``1.5`` is not a whole number) and floats finite."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+    model_config = ConfigDict(strict=True, frozen=True)
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,8 @@ class ModelInfo:
         rows = []
         for key, f in self.schema.model_fields.items():
             kind = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
-            bounds = [f"{op} {getattr(m, attr)}" for m in f.metadata
-                      for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
-                      if getattr(m, attr, None) is not None]
-            desc = (f.description or "") + (f" ({', '.join(bounds)})" if bounds else "")
+            bounds = bounds_text(f)
+            desc = (f.description or "") + (f" ({bounds})" if bounds else "")
             rows.append((key, kind, repr(f.default), desc))
         return rows
 

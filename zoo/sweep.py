@@ -24,23 +24,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from zoo.errors import ZooError, did_you_mean
 from zoo.recipe import SECTIONS, Recipe, _load_with_extends, _validate, apply_override, load_recipe
+from zoo.schema import Strict
 
 EXTRA_HINT = 'pip install -e ".[sweep]"'
 DOMAINS = ("choice", "uniform", "loguniform", "randint")
 DEFAULT_TRIALS = 8
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Resources(Strict):
+    """``sweep.resources_per_trial``: what Ray reserves for each trial."""
 
-
-class Resources(_Strict):
-    cpu: float = Field(1, gt=0)
-    gpu: float = Field(0, ge=0)
+    cpu: float = Field(1, gt=0, description=(
+        "CPUs Ray reserves for each trial; TensorFlow in the trial uses this many threads. With "
+        "max_concurrent, it decides how many trials fit on the machine or cluster at once."))
+    gpu: float = Field(0, ge=0, description=(
+        "GPUs Ray reserves for each trial (a fraction shares one GPU between trials)."))
 
 
 import warnings as _warnings
@@ -48,20 +50,43 @@ import warnings as _warnings
 _warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
 
-class SweepSection(_Strict):
+class SweepSection(Strict):
     """The ``sweep:`` section of a recipe."""
 
-    metric: str | None = None             # default: val_<the task's main metric>
-    mode: Literal["max", "min"] | None = None   # default: the task's direction for its metric
-    trials: int | None = Field(None, ge=1)      # default: the grid's size, else 8
-    max_concurrent: int = Field(2, ge=1)
-    search: Literal["optuna", "random", "grid"] = "optuna"
-    scheduler: Literal["asha", "none"] = "asha"
-    grace_period: int = Field(1, ge=1)    # ASHA: epochs every trial runs before it can be stopped
-    resources_per_trial: Resources = Resources()
-    register: Literal["best", "all"] = "best"
-    seed: int | None = Field(None, ge=0)  # the searcher's seed; default train.seed
-    space: dict[str, Any]
+    metric: str | None = Field(None, description=(
+        "The metric that ranks trials, as logged each epoch (e.g. val_accuracy, val_loss); "
+        "null: val_ and the task's main metric."))
+    mode: Literal["max", "min"] | None = Field(None, description=(
+        "Whether the metric is better high (max) or low (min); null: the task's direction for "
+        "its main metric, min for loss, perplexity and bpc, max for accuracy and f1."))
+    trials: int | None = Field(None, ge=1, description=(
+        "How many trials (--trials overrides it); null: for search: grid, every point of the "
+        "grid once, else 8. With grid and a number, at most that many points."))
+    max_concurrent: int = Field(2, ge=1, description=(
+        "Trials running at once (each also needs resources_per_trial free). May change on "
+        "--resume."))
+    search: Literal["optuna", "random", "grid"] = Field("optuna", description=(
+        "How points are chosen: optuna (Optuna's TPE sampler, which learns from finished "
+        "trials), random, or grid (every combination; only {choice: [...]} dimensions)."))
+    scheduler: Literal["asha", "none"] = Field("asha", description=(
+        "asha: Ray Tune's ASHA stops trials that trail the others, judged on their per-epoch "
+        "reports of the metric (their runs end KILLED, tagged as stopped early); none: every "
+        "trial trains to its end. Only trials of several epochs can be stopped."))
+    grace_period: int = Field(1, ge=1, description=(
+        "ASHA: epochs every trial runs before it can be stopped."))
+    resources_per_trial: Resources = Field(Resources(), description="What each trial reserves.")
+    register: Literal["best", "all"] = Field("best", description=(
+        "best: register the best finished trial's model (by the metric at its last epoch) "
+        "under track.registered_name, promoted as track.promote says; all: every finished "
+        "trial's model."))
+    seed: int | None = Field(None, ge=0, description=(
+        "The searcher's seed (null: train.seed). Each trial's training uses train.seed, "
+        "unless the space searches it."))
+    space: dict[str, Any] = Field(description=(
+        "What is searched: recipe keys (dotted, e.g. model.units, train.optimizer."
+        "learning_rate) mapped to a domain: {choice: [A, B, ...]}, {uniform: [LOW, HIGH]}, "
+        "{loguniform: [LOW, HIGH]} or {randint: [LOW, HIGH]} (inclusive). Every choice and "
+        "each end of a range is validated as a recipe before anything runs."))
 
 
 @dataclass

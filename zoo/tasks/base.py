@@ -12,20 +12,15 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from zoo.errors import ZooError
 from zoo.hashing import hash_arrays  # noqa: F401  (re-exported for the tasks)
+from zoo.schema import Strict
 
 
-class Settings(BaseModel):
-    """Base of every task's ``Data`` and ``Options``: unknown keys refused, numbers finite."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class NoOptions(Settings):
-    pass
+class NoOptions(Strict):
+    """A task without options: its ``task`` section holds only ``name``."""
 
 
 @dataclass

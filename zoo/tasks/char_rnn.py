@@ -22,8 +22,9 @@ import numpy as np
 from pydantic import Field
 
 from zoo.errors import ZooError
+from zoo.schema import Strict
 from zoo.tasks import register_task
-from zoo.tasks.base import (LoadedModel, Prepared, Settings, Split, Task, hash_arrays, in_rows,
+from zoo.tasks.base import (LoadedModel, Prepared, Split, Task, hash_arrays, in_rows,
                             read_corpus, resolve_data_path, sequence_network)
 
 # In --fast-dev-run, each split is cut to this many windows (a couple of batches).
@@ -36,25 +37,53 @@ PYFUNC_LENGTH = 200
 PYFUNC_TEMPERATURE = 0.8
 
 
-class CharRNNData(Settings):
-    path: str | None = None          # a text file; None: Shakespeare's plays
-    encoding: str = "utf-8"
-    seq_len: int = Field(100, ge=1)  # characters per training window
-    val_fraction: float = Field(0.05, gt=0, lt=1)
-    test_fraction: float = Field(0.05, gt=0, lt=1)
-    max_chars: int | None = Field(None, ge=1)  # cap on the training text (from its start)
-    split_seed: int = Field(0, ge=0)  # which plays are held out (default corpus)
+class CharRNNData(Strict):
+    """char-rnn's ``data`` section: the text, its splits and its windows."""
+
+    path: str | None = Field(None, description=(
+        "A plain text file to train on, relative to the recipe (or to the working directory); "
+        "null: Shakespeare's plays, with whole plays held out for validation and test. A file "
+        "is split into contiguous parts: training first, then val_fraction, then test_fraction "
+        "of its characters."))
+    encoding: str = Field("utf-8", description="The text encoding of the file(s), any Python codec name (utf-8, latin-1, cp1252, utf-16, ...). A UTF-8 byte-order mark is dropped; bytes that do not decode are refused with the line and column.")
+    seq_len: int = Field(100, ge=1, description=(
+        "Characters per training window (the steps backpropagation runs through); the target "
+        "is the same window one character on."))
+    val_fraction: float = Field(0.05, gt=0, lt=1, description=(
+        "The part held out for validation: of the characters of data.path, or of the plays."))
+    test_fraction: float = Field(0.05, gt=0, lt=1, description=(
+        "The part held out for the test metrics: of the characters of data.path, or of the "
+        "plays. val_fraction + test_fraction must be below 1."))
+    max_chars: int | None = Field(None, ge=1, description=(
+        "Train on at most this many characters, from the start of the training text (null: "
+        "all of it)."))
+    split_seed: int = Field(0, ge=0, description=(
+        "Which plays are held out for validation and test (default corpus only)."))
     # Each batch row reads its own stretch of the text in order, its state carried from one
     # window to the next in training and evaluation (truncated backpropagation through time):
     # every character is predicted from all of its stretch before it, not its window only.
-    carry_state: bool = False
+    carry_state: bool = Field(False, description=(
+        "Read each split in order: it is cut into train.batch_size stretches, row r of batch k "
+        "is window k of stretch r, and the model is stateful, carrying each row's state from "
+        "one batch to the next (gradients still stop at window boundaries). Every character "
+        "is then predicted from all of its stretch before it, in training and in the test "
+        "metrics (a run also logs test_window_bpc, each window from a zero state, as runs "
+        "without it are measured). Each split needs at least batch_size x seq_len + 1 "
+        "characters; refused with train.distribute: mirrored. The registered model is not "
+        "stateful and takes any batch size."))
 
 
-class CharRNNOptions(Settings):
-    embedding_dim: int = Field(64, ge=1)
-    sample_prime: str = Field("\n", min_length=1)
-    sample_temperature: float = Field(0.8, ge=0)
-    sample_length: int = Field(400, ge=0)
+class CharRNNOptions(Strict):
+    """char-rnn's ``task`` section: the embedding and the sample logged after each epoch."""
+
+    embedding_dim: int = Field(64, ge=1, description="Size of each character's embedding vector.")
+    sample_prime: str = Field("\n", min_length=1, description=(
+        "The text each epoch's logged sample starts from (its characters must occur in the "
+        "training text)."))
+    sample_temperature: float = Field(0.8, ge=0, description=(
+        "Temperature of each epoch's sample: 0 is greedy, higher is more varied."))
+    sample_length: int = Field(400, ge=0, description=(
+        "Characters in the sample logged as an artifact after each epoch (0: no sample)."))
 
 
 def _ln2() -> float:

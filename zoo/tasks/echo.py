@@ -16,17 +16,27 @@ import numpy as np
 from pydantic import Field
 
 from zoo.errors import ZooError
+from zoo.schema import Strict
 from zoo.tasks import register_task
-from zoo.tasks.base import (LoadedModel, Prepared, Settings, Split, Task, hash_arrays,
+from zoo.tasks.base import (LoadedModel, Prepared, Split, Task, hash_arrays,
                             in_rows, majority_accuracy, reset_states, sequence_network)
 
 
-class EchoData(Settings):
-    total_series_length: int = Field(50000, ge=2)
-    eval_series_length: int = Field(10000, ge=2)
-    truncated_backprop_length: int = Field(15, ge=1)
-    echo_step: int = Field(3, ge=0)
-    num_classes: int = Field(2, ge=2)
+class EchoData(Strict):
+    """echo's ``data`` section: the random series (drawn with train.seed) and their windows."""
+
+    total_series_length: int = Field(50000, ge=2, description=(
+        "Steps of the random training series; it is cut into train.batch_size parallel rows "
+        "read in order by a stateful model."))
+    eval_series_length: int = Field(10000, ge=2, description=(
+        "Steps of each of the validation and test series."))
+    truncated_backprop_length: int = Field(15, ge=1, description=(
+        "Steps per window: backpropagation runs through one window; the state carries on "
+        "to the next."))
+    echo_step: int = Field(3, ge=0, description=(
+        "How many steps later the input comes back as the target; the first echo_step "
+        "positions of each row do not count in the loss and accuracy."))
+    num_classes: int = Field(2, ge=2, description="Symbols in the series (2: a binary series).")
 
 
 def echo_series(rng: np.random.Generator, length: int, num_classes: int, echo_step: int):

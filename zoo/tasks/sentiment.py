@@ -21,33 +21,64 @@ import numpy as np
 from pydantic import Field
 
 from zoo.errors import ZooError
+from zoo.schema import Strict
 from zoo.tasks import register_task
-from zoo.tasks.base import (LoadedModel, Prepared, Settings, Split, Task, as_list, hash_arrays,
+from zoo.tasks.base import (LoadedModel, Prepared, Split, Task, as_list, hash_arrays,
                             majority_accuracy, package_url, sequence_network)
 
 FAST_EXAMPLES = 64
 
 
-class SentimentData(Settings):
-    path: str | None = None            # None: the Rotten Tomatoes sentences
-    test_path: str | None = None       # a held-out test set of its own (then test_fraction is unused)
-    format: str = Field("auto", pattern="^(auto|csv|tsv|folders|files)$")
-    encoding: str = "utf-8"
-    text_column: str = "text"
-    label_column: str = "label"
-    val_fraction: float = Field(0.1, gt=0, lt=1)
-    test_fraction: float = Field(0.1, gt=0, lt=1)
-    vocabulary_size: int = Field(20000, ge=3)
-    lowercase: bool = True
-    max_length: int = Field(60, ge=1)  # tokens kept per text
+class SentimentData(Strict):
+    """sentiment's ``data`` section: labelled texts, their splits and their tokens."""
+
+    path: str | None = Field(None, description=(
+        "Your labelled texts, relative to the recipe (or to the working directory): a CSV or "
+        "TSV file, a folder with one sub-folder per label (one example per file), or a folder "
+        "of files, one per label (one example per line); see data.format. null: the 10,605 "
+        "Rotten Tomatoes sentences rated by people. Labels are the strings found there; every "
+        "label needs at least 3 examples."))
+    test_path: str | None = Field(None, description=(
+        "A held-out test set of your own, read like data.path (its labels must be among the "
+        "training ones); test_fraction is then unused. null: the test split is cut from "
+        "data.path."))
+    format: str = Field("auto", pattern="^(auto|csv|tsv|folders|files)$", description=(
+        "How data.path is read. csv / tsv: a header row, then one example a row, the columns "
+        "text_column and label_column. folders: PATH/LABEL/one-example-per-file (aclImdb's "
+        "layout; a folder unsup is skipped). files: one file per label, one example a line; "
+        "the label is the file name without .txt, or the suffix of any other name "
+        "(rt-polarity.pos -> pos). auto: .csv / .tsv / .tab by suffix, a folder with "
+        "sub-folders as folders, any other folder as files."))
+    encoding: str = Field("utf-8", description="The text encoding of the file(s), any Python codec name (utf-8, latin-1, cp1252, utf-16, ...). A UTF-8 byte-order mark is dropped; bytes that do not decode are refused with the line and column.")
+    text_column: str = Field("text", description="csv / tsv: the column holding the text.")
+    label_column: str = Field("label", description="csv / tsv: the column holding the label.")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description=(
+        "The part held out for validation, stratified by label and drawn with train.seed."))
+    test_fraction: float = Field(0.1, gt=0, lt=1, description=(
+        "The part held out for the test metrics (stratified, drawn with train.seed); unused "
+        "with data.test_path."))
+    vocabulary_size: int = Field(20000, ge=3, description=(
+        "The most frequent training words kept, padding and unknown included; other words "
+        "become the unknown word (the run logs the oov_rate). With model.init_from, the "
+        "source model's vocabulary is used instead."))
+    lowercase: bool = Field(True, description="Lowercase texts before tokenizing.")
+    max_length: int = Field(60, ge=1, description=(
+        "Tokens kept per text: longer texts are cut, shorter ones padded (padding is masked "
+        "and never changes a prediction)."))
 
 
-class SentimentOptions(Settings):
-    embedding_dim: int = Field(64, ge=1)
+class SentimentOptions(Strict):
+    """sentiment's ``task`` section: the embedding and how the body's steps become one vector."""
+
+    embedding_dim: int = Field(64, ge=1, description=(
+        "Size of each word's embedding vector (with model.init_from, the source model's)."))
     # how the body's steps become one vector: its last state, or max / mean / attention
     # pooling over every (unpadded) step
-    pooling: Literal["last", "max", "mean", "attention"] = "last"
-    embedding_dropout: float = Field(0.0, ge=0, lt=1)   # whole words dropped in training
+    pooling: Literal["last", "max", "mean", "attention"] = Field("last", description=(
+        "How the recurrent body's steps become one vector for the classifier: its last state, "
+        "or max, mean or attention pooling over every (unpadded) step."))
+    embedding_dropout: float = Field(0.0, ge=0, lt=1, description=(
+        "The fraction of whole words dropped during training (a regularizer)."))
 
 
 def encode_texts(texts: list[str], tokenizer, vocab, max_length: int) -> np.ndarray:

@@ -20,8 +20,9 @@ import numpy as np
 from pydantic import Field
 
 from zoo.errors import ZooError
+from zoo.schema import Strict
 from zoo.tasks import register_task
-from zoo.tasks.base import (LoadedModel, Prepared, Settings, Split, Task, hash_arrays, read_corpus,
+from zoo.tasks.base import (LoadedModel, Prepared, Split, Task, hash_arrays, read_corpus,
                             sequence_network)
 
 START, END = "<s>", "</s>"
@@ -30,19 +31,35 @@ FAST_SENTENCES = 64
 _SPEAKER_LINE = re.compile(r"(?:\A|(?<=\n\n))[^\n]{1,60}:\n")
 
 
-class WordLMData(Settings):
-    path: str | None = None               # None: Shakespeare's plays
-    encoding: str = "utf-8"
-    val_fraction: float = Field(0.05, gt=0, lt=1)
-    test_fraction: float = Field(0.05, gt=0, lt=1)
-    vocabulary_size: int = Field(8000, ge=5)
-    lowercase: bool = True
-    max_length: int = Field(30, ge=2)     # words kept per sentence
-    max_sentences: int | None = Field(None, ge=1)  # cap on training sentences
+class WordLMData(Strict):
+    """word-lm's ``data`` section: the text, its splits, sentences and vocabulary."""
+
+    path: str | None = Field(None, description=(
+        "A plain text file, relative to the recipe (or to the working directory), split into "
+        "sentences and words; its contiguous parts are training, then val_fraction, then "
+        "test_fraction of its characters. null: Shakespeare's plays, whole plays held out."))
+    encoding: str = Field("utf-8", description="The text encoding of the file(s), any Python codec name (utf-8, latin-1, cp1252, utf-16, ...). A UTF-8 byte-order mark is dropped; bytes that do not decode are refused with the line and column.")
+    val_fraction: float = Field(0.05, gt=0, lt=1, description=(
+        "The part held out for validation: of the characters of data.path, or of the plays."))
+    test_fraction: float = Field(0.05, gt=0, lt=1, description=(
+        "The part held out for the test perplexity: of the characters of data.path, or of "
+        "the plays. val_fraction + test_fraction must be below 1."))
+    vocabulary_size: int = Field(8000, ge=5, description=(
+        "The most frequent training words kept (with padding, <unk>, <s> and </s>); the "
+        "others become <unk>."))
+    lowercase: bool = Field(True, description="Lowercase the text before tokenizing.")
+    max_length: int = Field(30, ge=2, description=(
+        "Words kept per sentence; longer sentences are cut (the model then never sees their "
+        "end), and generated sentences are at most this long."))
+    max_sentences: int | None = Field(None, ge=1, description=(
+        "Train on at most this many sentences, drawn with train.seed (validation and test "
+        "keep a tenth as many); null: all of them."))
 
 
-class WordLMOptions(Settings):
-    embedding_dim: int = Field(64, ge=1)
+class WordLMOptions(Strict):
+    """word-lm's ``task`` section."""
+
+    embedding_dim: int = Field(64, ge=1, description="Size of each word's embedding vector.")
 
 
 def detokenize(words: list[str]) -> str:
