@@ -81,3 +81,15 @@ def test_recipes_keys_unknown_task_is_one_line(capsys):
     assert main(["recipes", "--keys", "sentimnt"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "did you mean: sentiment" in err[0]
+
+
+@pytest.mark.slow
+def test_recipes_keys_imports_neither_tensorflow_nor_ray():
+    import subprocess
+    import sys
+
+    code = ("import sys; from zoo.cli import main; main(['recipes', '--keys']); "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'ray') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -124,8 +124,9 @@ class Train(Strict):
         "Stop when a validation metric stops improving (null: train all epochs, or with "
         "epochs: auto the built-in rule described there)."))
     seed: int = Field(1, ge=0, le=2**31 - 1, description=(
-        "Seeds Python, NumPy and TensorFlow (and the sentiment task's split): on a CPU a run "
-        "without a time budget gives the same metrics every time."))
+        "Seeds Python, NumPy and TensorFlow, and what the tasks draw (the sentiment split, the "
+        "echo series, word-lm's max_sentences): on a CPU a run without a time budget gives the "
+        "same metrics every time."))
     # auto: mixed_bfloat16 on a CPU with bfloat16 matrix units (AMX), else float32 (the engine's
     # resolve_precision; the run's tag zoo.precision says which)
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16", "auto"] = Field(
