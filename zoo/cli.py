@@ -209,6 +209,15 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from zoo.export import check_format, export_version
+
+    check_format(args.format)
+    _read_store()
+    export_version(args.name, args.format, args.out, echo=_say)
+    return 0
+
+
 STORE_HELP = ("the MLflow store: a URI (sqlite:///…/mlflow.db, http://host:port) or a folder; "
               "default: MLFLOW_TRACKING_URI, else your default store (`zoo store`), else ./mlruns")
 
@@ -279,6 +288,14 @@ def parser() -> argparse.ArgumentParser:
                    help="0 is greedy; higher is more varied")
     g.add_argument("--seed", type=int, default=None, help="the same seed gives the same text")
     g.add_argument("-n", type=int, default=1, help="number of samples (sentences for word-lm)")
+
+    ex = command("export", "export a registered model as SavedModel, ONNX or LiteRT, to run "
+                 "without zoo (logged on its run, reused when exported again)", cmd_export)
+    ex.add_argument("name", help="NAME, NAME@ALIAS or NAME/VERSION")
+    ex.add_argument("--format", required=True, choices=["saved_model", "onnx", "litert"],
+                    help="what to write")
+    ex.add_argument("--out", metavar="DIR", default=None,
+                    help="a new (or empty) folder (default: ./NAME-vVERSION-FORMAT)")
 
     pr = command("predict", "classify texts with a registered model", cmd_predict)
     pr.add_argument("name", help="NAME, NAME@ALIAS, NAME/VERSION or a local model folder")
