@@ -29,7 +29,7 @@ MIXED_TOL = 1e-2   # a mixed_float16 model against its float32 export
 
 
 def _sentiment(builder: str, policy: str | None = None):
-    """A tiny sentiment model of ``builder`` (masked input, two layers), random weights."""
+    """A tiny sentiment model of ``builder`` (masked input), random weights."""
     import keras
 
     from zoo.registry import build_model
@@ -40,7 +40,7 @@ def _sentiment(builder: str, policy: str | None = None):
     if policy:
         keras.config.set_dtype_policy(policy)
     try:
-        body = build_model(builder, units=4, layers=2)
+        body = build_model(builder, units=4)
         model = sequence_network(body, name="sentiment", input_name="tokens", outputs=3,
                                  activation="softmax", vocab_size=VOCAB, embedding_dim=3,
                                  mask_zero=True)

@@ -209,7 +209,8 @@ def cmd_predict(args) -> int:
         raise ZooError(f"zoo predict: --chunk-size {args.chunk_size}: must be at least 1")
     if args.address is not None and args.input is None:
         raise ZooError("zoo predict: --address needs --input")
-    address = args.address or (os.environ.get("RAY_ADDRESS") or None if args.input else None)
+    address = args.address or (os.environ.get("RAY_ADDRESS") or None
+                               if args.input not in (None, "-") else None)
     model = load(args.name) if address is None else None
     if model is not None and not hasattr(model, "predict"):
         raise ZooError(f"{args.name}: a {model.task} model does not predict; try `zoo generate`")
