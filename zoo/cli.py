@@ -197,21 +197,44 @@ def cmd_generate(args) -> int:
 
 def cmd_predict(args) -> int:
     from zoo.loading import load
+    from zoo.predict import output_kind, predict_file, predict_texts
 
     texts = list(args.texts)
-    if texts == ["-"]:
-        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    if not texts:
-        raise ZooError("zoo predict: no texts given (pass them as arguments, or - for stdin)")
-    model = load(args.name)
-    if not hasattr(model, "predict"):
+    if args.input is None and texts == ["-"]:
+        args.input, texts = "-", []
+    if args.input is not None and texts:
+        raise ZooError("zoo predict: give texts as arguments or --input, not both")
+    if args.input is None and not texts:
+        raise ZooError("zoo predict: no texts given (pass them as arguments, --input FILE, or - "
+                       "for standard input)")
+    if args.output is not None:
+        if args.input is None:
+            raise ZooError("zoo predict: --output needs --input")
+        output_kind(Path(args.output))
+    if args.chunk_size < 1:
+        raise ZooError(f"zoo predict: --chunk-size {args.chunk_size}: must be at least 1")
+    if args.address is not None and args.input is None:
+        raise ZooError("zoo predict: --address needs --input")
+    address = args.address or (os.environ.get("RAY_ADDRESS") or None
+                               if args.input not in (None, "-") else None)
+    model = load(args.name) if address is None else None
+    if model is not None and not hasattr(model, "predict"):
         raise ZooError(f"{args.name}: a {model.task} model does not predict; try `zoo generate`")
-    for text, pred in zip(texts, model.predict(texts)):
-        if isinstance(pred, dict) and "label" in pred:
-            probs = "  ".join(f"{k}={v:.3f}" for k, v in pred["probabilities"].items())
-            print(f"{pred['label']}\t{probs}\t{text}")
-        else:
-            print(f"{pred}\t{text}")
+    if args.input is None:
+        predict_texts(model, texts, strict=args.strict, say=_say)
+        return 0
+    _say(predict_file(model, args.input, Path(args.output) if args.output else None,
+                      column=args.column, strict=args.strict, chunk_size=args.chunk_size,
+                      say=_say, address=address, model_spec=args.name))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from zoo.export import check_format, export_version
+
+    check_format(args.format)
+    _read_store()
+    export_version(args.name, args.format, args.out, echo=_say)
     return 0
 
 
@@ -289,9 +312,34 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=None, help="the same seed gives the same text")
     g.add_argument("-n", type=int, default=1, help="number of samples (sentences for word-lm)")
 
-    pr = command("predict", "classify texts with a registered model", cmd_predict)
+    ex = command("export", "export a registered model as SavedModel, ONNX or LiteRT, to run "
+                 "without zoo (logged on its run, reused when exported again)", cmd_export)
+    ex.add_argument("name", help="NAME, NAME@ALIAS or NAME/VERSION")
+    ex.add_argument("--format", required=True, choices=["saved_model", "onnx", "litert"],
+                    help="what to write")
+    ex.add_argument("--out", metavar="DIR", default=None,
+                    help="a new (or empty) folder (default: ./NAME-vVERSION-FORMAT)")
+
+    pr = command("predict", "classify texts with a registered model: given as arguments, or "
+                 "files of any size streamed in chunks (--input), locally or on Ray", cmd_predict)
     pr.add_argument("name", help="NAME, NAME@ALIAS, NAME/VERSION or a local model folder")
-    pr.add_argument("texts", nargs="+", help="texts, or - to read lines from standard input")
+    pr.add_argument("texts", nargs="*", help="texts, or - to read lines from standard input "
+                    "(one output line per input line)")
+    pr.add_argument("--input", metavar="FILE|DIR|-", default=None,
+                    help="text lines (.txt or any other name), .csv/.tsv (see --column), "
+                         ".jsonl or .parquet; a folder: its files in name order; - : stdin")
+    pr.add_argument("--output", metavar="FILE", default=None,
+                    help=".csv, .jsonl or .parquet: row (from 1), label, probabilities, error "
+                         "(default: lines on standard output)")
+    pr.add_argument("--column", default="text", help="the text column of CSV/TSV, JSONL and "
+                    "Parquet inputs")
+    pr.add_argument("--strict", action="store_true",
+                    help="stop at the first bad row (empty, not a string, not UTF-8) instead of "
+                         "writing an error row for it")
+    pr.add_argument("--chunk-size", type=int, default=4096, help="rows predicted at a time")
+    pr.add_argument("--address", default=None,
+                    help="run on this Ray cluster with Ray Data ('local': a Ray started here; "
+                         "default: $RAY_ADDRESS if set, else no Ray)")
     return p
 
 

@@ -95,7 +95,9 @@ def load(spec: str, store: str | None = None):
     refs = _read_refs(cache)
     refs.update({ref: key, _ref(None, resolved): key})
     _write_refs(cache, refs)
-    return bundle.load(target, name=name, version=resolved)
+    loaded = bundle.load(target, name=name, version=resolved)
+    loaded.run_id, loaded.bundle_digest = found["run_id"], digest   # where exports are logged
+    return loaded
 
 
 def _offline(cache: Path, name: str, ref: str, spec: str, s, exc: Exception):

@@ -180,6 +180,8 @@ class LoadedModel:
         self.version = version
         self.metrics = metrics or {}
         self.name = name
+        self.run_id: str | None = None          # the version's run and bundle digest, when
+        self.bundle_digest: str | None = None   # loaded from a store (exports are logged there)
 
     @property
     def task(self) -> str:
@@ -196,6 +198,13 @@ class LoadedModel:
 
     def _pyfunc(self, inputs: list) -> Any:
         raise NotImplementedError
+
+    def export(self, format: str, out: str | Path) -> Path:
+        """Write the model as ``format`` (saved_model, onnx or litert) into the folder ``out``,
+        runnable without zoo (:mod:`zoo.export`); returns ``out``."""
+        from zoo.export import export
+
+        return export(self, format, out)
 
     def sample(self, n: int = 1, temperature: float = 1.0, seed: int | None = None,
                prime: str | None = None, length: int | None = None) -> list[str]:
