@@ -272,29 +272,50 @@ print("RESULT", res.test_metrics["bpc"])
     assert run.data.tags["zoo.replicas"] == "2"  # the model was trained on both devices
 
 
-def test_a_run_says_when_it_builds_the_native_kernels_and_when_it_cannot(store, tmp_path,
-                                                                         monkeypatch):
-    """With nothing cached, a run says before training that it compiles zoo's native kernels;
-    where the build fails (here a compiler that fails) it says so in one line and trains on
-    the graph loop; with the kernels cached it says nothing."""
+@pytest.mark.slow
+def test_a_run_says_which_path_trains_and_why(store, tmp_path, monkeypatch):
+    """Every CPU run says in one line which path its recurrent layers train on.  Without a
+    compiler (PATH stripped of them) it says so and how to get one, and trains correctly on
+    the graph loop; with a compiler that fails it says it compiles, then why the kernels are
+    not used, and a later process does not try that compiler again; with the kernels cached it
+    says they are used."""
     from zoo import native
     from zoo.engine import run
 
     recipe = load_recipe(write(tmp_path / "echo.yaml", SMALL_ECHO))
-    suite_cache = os.environ["ZOO_CACHE_DIR"]
-    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("CXX", "/bin/false")
+    monkeypatch.setenv("ZOO_NATIVE_DIR", str(tmp_path / "native"))
+    monkeypatch.delenv("CXX", raising=False)
+    path = os.environ["PATH"]
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable))  # python, no compiler
     monkeypatch.setattr(native, "_state", {})
     said = []
+    res = run(recipe, echo=said.append, fast_dev_run=False)
+    notes = [s for s in said if "native" in s]
+    assert notes == ["zoo: recurrent layers run on the slower graph loop, not native kernels: "
+                     "no C++ compiler (g++, c++ or clang++) on PATH; install g++ (or clang) or "
+                     "set CXX to a C++ compiler"]
+    assert res.test_metrics["accuracy"] > 0.9, res.test_metrics
+
+    monkeypatch.setenv("CXX", "/bin/false")
+    monkeypatch.setattr(native, "_state", {})
+    said.clear()
     run(recipe, echo=said.append, fast_dev_run=True)
     notes = [s for s in said if "native" in s]
     assert notes[0].startswith("zoo: compiling zoo's native recurrence kernels")
-    assert notes[1].startswith("zoo: native kernels not built (building rnn_ops.cc failed")
+    assert notes[1].startswith("zoo: recurrent layers run on the slower graph loop, not native "
+                               "kernels: building rnn_ops.cc failed")
+    assert notes[1].endswith("install g++ (or clang) or set CXX to a C++ compiler")
     assert len(notes) == 2
-    said.clear()
-    monkeypatch.setenv("ZOO_CACHE_DIR", suite_cache)   # where the kernels are built
+    monkeypatch.setattr(native, "_state", {})  # as a later process: the failure is recorded
+    assert not native.build_due()
+    assert "recorded in" in native.why_not()
+
+    monkeypatch.setenv("PATH", path)   # the suite's compiler and kernels again
+    monkeypatch.delenv("ZOO_NATIVE_DIR")
     monkeypatch.delenv("CXX")
     monkeypatch.setattr(native, "_state", {})
-    assert native.rnn_ops() is not None
+    assert native.rnn_ops() is not None, native.why_not()
+    said.clear()
     run(recipe, echo=said.append, fast_dev_run=True)
-    assert not [s for s in said if "native" in s]
+    assert [s for s in said if "native" in s] == [
+        f"zoo: recurrent layers run on zoo's native kernels (built in {native.cache_dir()})"]
