@@ -186,3 +186,52 @@ def test_flags_are_valid_for_the_platform(monkeypatch):
     assert not any("avx" in f for flags in native._machine_flags() for f in flags)
     monkeypatch.setattr(platform, "machine", lambda: "x86_64")
     assert native._machine_flags()[0] == ["-march=native", "-mno-avx512fp16"]
+
+
+# Each op's inputs at the right ranks (B=2 rows, T=3 steps, U=4 units), the index of its
+# recurrent kernel u, and the number of gates.
+OPS = {
+    "zoo_lstm_forward": ([(2, 3, 16), (2, 4), (2, 4), (4, 16), (0,)]),
+    "zoo_lstm_backward": ([(2, 3, 16), (2, 3, 4), (2, 4), (2, 3, 4), (2, 4), (2, 4), (4, 16),
+                           (2, 3)]),
+    "zoo_gru_forward": ([(2, 3, 12), (2, 4), (4, 12), (4,), (2, 3)]),
+    "zoo_gru_backward": ([(2, 3, 12), (2, 3, 4), (2, 3, 4), (2, 4), (2, 3, 4), (2, 4), (4, 12),
+                          (0,)]),
+    "zoo_tanh_forward": ([(2, 3, 4), (2, 4), (4, 4), (2, 3)]),
+    "zoo_tanh_backward": ([(2, 3, 4), (2, 3, 4), (2, 4), (4, 4), (0,)]),
+}
+
+
+REFUSED = "Shape must be rank|must be at|Dimension must be 0|Dimensions must be equal"
+
+
+@pytest.mark.skipif(not HAS_GXX, reason="needs the native build")
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_wrong_ranks_are_python_errors(op):
+    """Traced with any one input at a wrong rank (one more, one fewer dimension), every op's
+    shape function refuses it: a ValueError naming the op, never a crash or a made-up shape."""
+    import tensorflow as tf
+
+    ops = native.rnn_ops()
+    assert ops is not None, native.why_not()
+    fn = getattr(ops, op)
+    shapes = OPS[op]
+
+    def trace(shapes):
+        specs = [tf.TensorSpec(s, tf.float32) for s in shapes]
+        return tf.function(lambda *a: fn(*a)).get_concrete_function(*specs)
+
+    outputs = trace(shapes).structured_outputs
+    assert all(o.shape.rank is not None for o in outputs)
+    for i, shape in enumerate(shapes):
+        for wrong in (shape + (2,), shape[:-1]):
+            if i == len(shapes) - 1 and wrong in ((), (2, 3)):
+                continue  # a mask is none (an empty vector) or (B, T): rank 1 or 2
+            bad = list(shapes)
+            bad[i] = wrong
+            with pytest.raises(ValueError, match=REFUSED):
+                trace(bad)
+    bad = list(shapes)
+    bad[-1] = (5,)  # a rank-1 mask that is not empty
+    with pytest.raises(ValueError, match="must be 0"):
+        trace(bad)
