@@ -10,8 +10,10 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import RECIPES, write
@@ -200,11 +202,44 @@ def test_mixed_precision_from_recipe(store, tmp_path, precision):
 
     recipe = write(tmp_path / "echo.yaml", SMALL_ECHO)
     res = run_recipe(recipe, [f"train.precision={precision}", "model.name=lstm"], fast_dev_run=True)
-    model = zoo.load(f"{res.registered_name}/{res.version}").keras_model
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        model = zoo.load(f"{res.registered_name}/{res.version}").keras_model
+    assert [str(w.message) for w in said] == []  # no "Skipping variable loading for optimizer"
+    moments = [v for v in model.optimizer.variables if v.path.endswith("_momentum")]
+    assert moments and all(np.abs(v.numpy()).sum() > 0 for v in moments)  # the trained state
     lstm = [layer for layer in model.layers if layer.__class__.__name__ == "LSTM"][0]
     assert lstm.dtype_policy.name == precision
     assert model.get_layer("head").dtype_policy.name == "float32"  # softmax stays float32
     assert model.outputs[0].dtype == "float32"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_resume_matches_an_uninterrupted_run(store, tmp_path, precision):
+    """Stopped after its first epoch (its checkpoint: weights, optimizer and loss scale) and
+    resumed, a mixed-precision run ends with the metrics of a run never stopped."""
+    import mlflow
+
+    from zoo.engine import run
+
+    recipe = load_recipe(write(tmp_path / "echo.yaml", SMALL_ECHO),
+                         [f"train.precision={precision}", "train.epochs=2",
+                          "data.total_series_length=1500"])
+
+    def interrupt(epoch, logs):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(recipe, echo=lambda *a: None, on_epoch=interrupt)
+    c = mlflow.MlflowClient(store)
+    (killed,) = c.search_runs([c.get_experiment_by_name("echo-test").experiment_id],
+                              "attributes.status = 'KILLED'")
+    resumed = run(recipe, echo=lambda *a: None, resume=killed.info.run_id)
+    straight = run(recipe, echo=lambda *a: None)
+    assert resumed.run_id == killed.info.run_id and resumed.epochs_run == 2
+    assert resumed.test_metrics == pytest.approx(straight.test_metrics, rel=1e-5, abs=1e-6)
 
 
 def test_precision_auto_follows_the_cpu(store, tmp_path, monkeypatch):
