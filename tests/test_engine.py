@@ -227,18 +227,16 @@ def test_mixed_precision_resume_matches_an_uninterrupted_run(store, tmp_path, pr
                          [f"train.precision={precision}", "train.epochs=2",
                           "data.total_series_length=1500"])
 
-    def interrupt(epoch, logs):
-        if epoch == 0:
-            raise KeyboardInterrupt
+    def ctrl_c(epoch, logs):  # at the end of the first epoch
+        raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run(recipe, echo=lambda *a: None, on_epoch=interrupt)
-    c = mlflow.MlflowClient(store)
-    (killed,) = c.search_runs([c.get_experiment_by_name("echo-test").experiment_id],
-                              "attributes.status = 'KILLED'")
-    resumed = run(recipe, echo=lambda *a: None, resume=killed.info.run_id)
+        run(recipe, echo=lambda *a: None, on_epoch=ctrl_c)
+    exp = mlflow.get_experiment_by_name("echo-test").experiment_id
+    killed = mlflow.search_runs([exp], "attributes.status = 'KILLED'").run_id.item()
+    resumed = run(recipe, echo=lambda *a: None, resume=killed)
     straight = run(recipe, echo=lambda *a: None)
-    assert resumed.run_id == killed.info.run_id and resumed.epochs_run == 2
+    assert resumed.run_id == killed and resumed.epochs_run == 2
     assert resumed.test_metrics == pytest.approx(straight.test_metrics, rel=1e-5, abs=1e-6)
 
 

@@ -235,3 +235,19 @@ def test_wrong_ranks_are_python_errors(op):
     bad[-1] = (5,)  # a rank-1 mask that is not empty
     with pytest.raises(ValueError, match="must be 0"):
         trace(bad)
+
+
+def test_a_compiler_that_hangs_is_stopped_and_recorded(empty_cache, tmp_path, monkeypatch):
+    """A compile is bounded by ZOO_NATIVE_BUILD_TIMEOUT: past it the build is given up, its
+    temporary file removed and the failure recorded, so the next process does not wait again."""
+    slow = write(tmp_path / "cxx", '#!/bin/sh\ncase "$*" in *-###*) exit 0;; esac\nexec sleep 30\n')
+    os.chmod(slow, 0o755)
+    monkeypatch.setenv("CXX", str(slow))
+    monkeypatch.setenv("ZOO_NATIVE_BUILD_TIMEOUT", "1")
+    monkeypatch.setattr(native, "_state", {})
+    folder = os.path.join(native.cache_dir(), native._key([str(slow)]))
+    assert native.rnn_ops() is None
+    assert native.why_not() == "building rnn_ops.cc took over 1 s"
+    assert sorted(os.listdir(folder)) == [".lock", native._FAILED]
+    monkeypatch.setattr(native, "_state", {})
+    assert not native.build_due() and "recorded in" in native.why_not()

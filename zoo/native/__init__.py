@@ -133,7 +133,7 @@ def _target_description(cxx: list[str]) -> str:
     flags = _machine_flags()[0]
     try:
         proc = subprocess.run([*cxx, *flags, "-###", "-x", "c++", "-S", os.devnull,
-                               "-o", os.devnull], capture_output=True, text=True, timeout=60)
+                               "-o", os.devnull], capture_output=True, text=True, timeout=30)
         return proc.stderr
     except (OSError, subprocess.SubprocessError) as e:
         return f"unresolved: {e}"
@@ -357,7 +357,9 @@ def _clean_old_builds(root: str, keep: str) -> None:
 
 
 def _lock_timeout() -> float:
-    return build_timeout() * 2 + 60
+    """How long a process waits for another that is building (a build is bounded by
+    :func:`build_timeout`; the lock goes with a process that dies)."""
+    return build_timeout() + 60
 
 
 def _load():
@@ -439,8 +441,8 @@ def _build_locked(cxx: list[str], root: str, folder: str) -> tuple[str | None, s
             _clean_old_builds(root, os.path.basename(folder))
             return os.path.join(folder, _LIB), None
     except Timeout:
-        return None, (f"another process held the native build lock {lock} for over "
-                      f"{_lock_timeout():.0f} s (a build running elsewhere, or delete the lock)")
+        return None, (f"another process has been building the native kernels for over "
+                      f"{_lock_timeout():.0f} s (it holds {lock}); this run does not wait longer")
 
 
 def build_due() -> bool:
