@@ -185,6 +185,7 @@ def test_a_store_the_user_cannot_write_can_be_read(trained, tmp_path):
         f"zoo: error: the tracking store sqlite:///{team / 'mlflow.db'} (given with --store) "
         f"cannot be written: {team} is not writable"]
     assert {p: p.stat().st_mtime_ns for p in team.rglob("*")} == before  # nothing written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "team"]  # nor beside it
 
 
 def test_a_deleted_default_store_is_not_recreated(tmp_path):

@@ -163,15 +163,13 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    from zoo import store
-
     s = _read_store()
     if not s.exists():
         raise ZooError(f"there is no store at {s.describe()} yet: train a model with `zoo run`")
     if s.uri.startswith(("http://", "https://")):
         print(f"the store is a tracking server: open {s.uri}/#/experiments in a browser")
         return 0
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store.reading_uri(s),
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", s.uri,
            "--host", args.host, "--port", str(args.port), "--workers", "1"]
     url = f"http://{args.host}:{args.port}/#/experiments?workflowType=machine_learning"
     _say(f"zoo: MLflow UI for {s.describe()}: open {url}")

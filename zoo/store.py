@@ -157,15 +157,6 @@ def read_only(s: Store) -> bool:
     return path is not None and path.is_file() and unwritable(s) is not None
 
 
-def reading_uri(s: Store) -> str:
-    """The URI to read ``s`` with: a read-only store opened by SQLite in read-only mode (no
-    lock, no journal, no write), else its own URI."""
-    path = s.sqlite_path
-    if path is not None and read_only(s):
-        return f"sqlite:///file:{path}?mode=ro&uri=true"
-    return s.uri
-
-
 def _probe_http(uri: str) -> str | None:
     """None when an MLflow server answers at ``uri``, else the reason in a few words."""
     url = uri.rstrip("/") + "/health"

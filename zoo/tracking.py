@@ -51,9 +51,8 @@ def _mlflow(s: store.Store | None = None, *, create: bool = False):
 
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    read_only = not create and store.read_only(s)
-    mlflow.set_tracking_uri(store.reading_uri(s) if read_only else s.uri)
-    if read_only:  # read as it is: no lock, no migration, nothing written
+    mlflow.set_tracking_uri(s.uri)
+    if not create and store.read_only(s):  # read as it is: no lock, no migration, no writes
         return mlflow
     if s.uri not in _ready and s.sqlite_path is not None:  # created/upgraded by one process at a time
         with store.lock(s):
@@ -134,8 +133,8 @@ def _owner_tags() -> dict[str, str]:
 def reap_dead_runs(c) -> list[str]:
     """Mark KILLED every RUNNING run started on this host whose process is gone (it can still
     be resumed if it has a checkpoint), where the store can be written (skipped quietly on a
-    store opened read-only).  Returns their ids."""
-    if "mode=ro" in (c.tracking_uri or ""):
+    store this process can only read).  Returns their ids."""
+    if store.read_only(store.Store(c.tracking_uri or "", "the client's")):
         return []
     host = socket.gethostname().replace("'", "")
     try:
