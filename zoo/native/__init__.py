@@ -487,6 +487,8 @@ def status_line() -> str:
         return f"zoo: recurrent layers run on zoo's native kernels (built in {cache_dir()})"
     if _switched_off():
         how = "unset ZOO_NATIVE to use them"
+    elif why.startswith("backend "):
+        how = "they are TensorFlow ops (KERAS_BACKEND=tensorflow)"
     elif _state.get("compiler_fault"):
         how = _HOW
     else:
