@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -246,8 +247,20 @@ def test_a_compiler_that_hangs_is_stopped_and_recorded(empty_cache, tmp_path, mo
     monkeypatch.setenv("ZOO_NATIVE_BUILD_TIMEOUT", "1")
     monkeypatch.setattr(native, "_state", {})
     folder = os.path.join(native.cache_dir(), native._key([str(slow)]))
+    os.makedirs(folder, mode=0o700)
+    write(Path(folder) / ".build-killed.so", "what a killed build left")
     assert native.rnn_ops() is None
     assert native.why_not() == "building rnn_ops.cc took over 1 s"
     assert sorted(os.listdir(folder)) == [".lock", native._FAILED]
     monkeypatch.setattr(native, "_state", {})
     assert not native.build_due() and "recorded in" in native.why_not()
+
+
+def test_builds_unused_for_a_month_are_removed(tmp_path):
+    root = tmp_path / "native"
+    for name, age_days in (("current", 40), ("recent", 2), ("old", 31), ("old-failed", 45)):
+        mark = write(root / name / (native._FAILED if "failed" in name else native._DIGEST), "x")
+        when = time.time() - age_days * 86400
+        os.utime(mark, (when, when))
+    native._clean_old_builds(str(root), keep="current")
+    assert sorted(p.name for p in root.iterdir()) == ["current", "recent"]
