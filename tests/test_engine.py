@@ -10,8 +10,10 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import RECIPES, write
@@ -200,11 +202,42 @@ def test_mixed_precision_from_recipe(store, tmp_path, precision):
 
     recipe = write(tmp_path / "echo.yaml", SMALL_ECHO)
     res = run_recipe(recipe, [f"train.precision={precision}", "model.name=lstm"], fast_dev_run=True)
-    model = zoo.load(f"{res.registered_name}/{res.version}").keras_model
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        model = zoo.load(f"{res.registered_name}/{res.version}").keras_model
+    assert [str(w.message) for w in said] == []  # no "Skipping variable loading for optimizer"
+    moments = [v for v in model.optimizer.variables if v.path.endswith("_momentum")]
+    assert moments and all(np.abs(v.numpy()).sum() > 0 for v in moments)  # the trained state
     lstm = [layer for layer in model.layers if layer.__class__.__name__ == "LSTM"][0]
     assert lstm.dtype_policy.name == precision
     assert model.get_layer("head").dtype_policy.name == "float32"  # softmax stays float32
     assert model.outputs[0].dtype == "float32"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_resume_matches_an_uninterrupted_run(store, tmp_path, precision):
+    """Stopped after its first epoch (its checkpoint: weights, optimizer and loss scale) and
+    resumed, a mixed-precision run ends with the metrics of a run never stopped."""
+    import mlflow
+
+    from zoo.engine import run
+
+    recipe = load_recipe(write(tmp_path / "echo.yaml", SMALL_ECHO),
+                         [f"train.precision={precision}", "train.epochs=2",
+                          "data.total_series_length=1500"])
+
+    def ctrl_c(epoch, logs):  # at the end of the first epoch
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(recipe, echo=lambda *a: None, on_epoch=ctrl_c)
+    exp = mlflow.get_experiment_by_name("echo-test").experiment_id
+    killed = mlflow.search_runs([exp], "attributes.status = 'KILLED'").run_id.item()
+    resumed = run(recipe, echo=lambda *a: None, resume=killed)
+    straight = run(recipe, echo=lambda *a: None)
+    assert resumed.run_id == killed and resumed.epochs_run == 2
+    assert resumed.test_metrics == pytest.approx(straight.test_metrics, rel=1e-5, abs=1e-6)
 
 
 def test_precision_auto_follows_the_cpu(store, tmp_path, monkeypatch):
@@ -272,29 +305,50 @@ print("RESULT", res.test_metrics["bpc"])
     assert run.data.tags["zoo.replicas"] == "2"  # the model was trained on both devices
 
 
-def test_a_run_says_when_it_builds_the_native_kernels_and_when_it_cannot(store, tmp_path,
-                                                                         monkeypatch):
-    """With nothing cached, a run says before training that it compiles zoo's native kernels;
-    where the build fails (here a compiler that fails) it says so in one line and trains on
-    the graph loop; with the kernels cached it says nothing."""
+@pytest.mark.slow
+def test_a_run_says_which_path_trains_and_why(store, tmp_path, monkeypatch):
+    """Every CPU run says in one line which path its recurrent layers train on.  Without a
+    compiler (PATH stripped of them) it says so and how to get one, and trains correctly on
+    the graph loop; with a compiler that fails it says it compiles, then why the kernels are
+    not used, and a later process does not try that compiler again; with the kernels cached it
+    says they are used."""
     from zoo import native
     from zoo.engine import run
 
     recipe = load_recipe(write(tmp_path / "echo.yaml", SMALL_ECHO))
-    suite_cache = os.environ["ZOO_CACHE_DIR"]
-    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("CXX", "/bin/false")
+    monkeypatch.setenv("ZOO_NATIVE_DIR", str(tmp_path / "native"))
+    monkeypatch.delenv("CXX", raising=False)
+    path = os.environ["PATH"]
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable))  # python, no compiler
     monkeypatch.setattr(native, "_state", {})
     said = []
+    res = run(recipe, echo=said.append, fast_dev_run=False)
+    notes = [s for s in said if "native" in s]
+    assert notes == ["zoo: recurrent layers run on the slower graph loop, not native kernels: "
+                     "no C++ compiler (g++, c++ or clang++) on PATH; install g++ (or clang) or "
+                     "set CXX to a C++ compiler"]
+    assert res.test_metrics["accuracy"] > 0.9, res.test_metrics
+
+    monkeypatch.setenv("CXX", "/bin/false")
+    monkeypatch.setattr(native, "_state", {})
+    said.clear()
     run(recipe, echo=said.append, fast_dev_run=True)
     notes = [s for s in said if "native" in s]
     assert notes[0].startswith("zoo: compiling zoo's native recurrence kernels")
-    assert notes[1].startswith("zoo: native kernels not built (building rnn_ops.cc failed")
+    assert notes[1].startswith("zoo: recurrent layers run on the slower graph loop, not native "
+                               "kernels: building rnn_ops.cc failed")
+    assert notes[1].endswith("install g++ (or clang) or set CXX to a C++ compiler")
     assert len(notes) == 2
-    said.clear()
-    monkeypatch.setenv("ZOO_CACHE_DIR", suite_cache)   # where the kernels are built
+    monkeypatch.setattr(native, "_state", {})  # as a later process: the failure is recorded
+    assert not native.build_due()
+    assert "recorded in" in native.why_not()
+
+    monkeypatch.setenv("PATH", path)   # the suite's compiler and kernels again
+    monkeypatch.delenv("ZOO_NATIVE_DIR")
     monkeypatch.delenv("CXX")
     monkeypatch.setattr(native, "_state", {})
-    assert native.rnn_ops() is not None
+    assert native.rnn_ops() is not None, native.why_not()
+    said.clear()
     run(recipe, echo=said.append, fast_dev_run=True)
-    assert not [s for s in said if "native" in s]
+    assert [s for s in said if "native" in s] == [
+        f"zoo: recurrent layers run on zoo's native kernels (built in {native.cache_dir()})"]

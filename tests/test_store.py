@@ -5,6 +5,8 @@ summary at the end; experiments, runs and versions that explain themselves in th
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -145,3 +147,65 @@ def test_the_ui_sees_training_experiments_model_cards_and_datasets(trained):
     contexts = {i.tags[0].value for i in inputs}
     assert contexts == {"train", "val", "test"}
     assert all(i.dataset.digest and i.dataset.profile for i in inputs)
+
+
+AS_ANOTHER_USER = ["setpriv", "--bounding-set=-all", "--inh-caps=-all"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="drops root's capabilities with setpriv")
+def test_a_store_the_user_cannot_write_can_be_read(trained, tmp_path):
+    """A published store owned by someone else (uid 65534), read by a user without write
+    permission (root without its capabilities, for whom the store is another user's):
+    registered models are listed, loaded and predicted from, with no lock taken and nothing
+    written there; a run into it is one line naming what cannot be written."""
+    team = tmp_path / "team"
+    shutil.copytree(trained["project"] / "mlruns", team)
+    for p in [team, *team.rglob("*")]:
+        os.chown(p, 65534, 65534, follow_symlinks=False)
+        os.chmod(p, os.stat(p).st_mode & ~0o022)
+    before = {p: p.stat().st_mtime_ns for p in team.rglob("*")}
+    env = {**trained["env"], "ZOO_MODEL_CACHE": str(tmp_path / "cache")}
+
+    def as_reader(*args):
+        return subprocess.run([*AS_ANOTHER_USER, sys.executable, "-m", "zoo.cli", *args,
+                               "--store", str(team)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    listed = as_reader("models", "--registered")
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert "echo-far" in listed.stdout and listed.stderr == ""
+    example = trained["out"].stdout.split("next: zoo predict echo-far/1 ")[1].split("   |")[0]
+    predicted = as_reader("predict", "echo-far/1", *shlex.split(example))
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    assert predicted.stdout.strip()
+    ran = as_reader("run", str(trained["project"] / "echo.yaml"))
+    assert ran.returncode == 2
+    assert ran.stderr.strip().splitlines() == [
+        f"zoo: error: the tracking store sqlite:///{team / 'mlflow.db'} (given with --store) "
+        f"cannot be written: {team} is not writable"]
+    assert {p: p.stat().st_mtime_ns for p in team.rglob("*")} == before  # nothing written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "team"]  # nor beside it
+
+
+def test_a_deleted_default_store_is_not_recreated(tmp_path):
+    """The default store's folder was removed: a read command says so in one line and reads
+    ./mlruns; a run says so, trains into ./mlruns and does not recreate the removed folder."""
+    gone = tmp_path / "old-project" / "mlruns"
+    here = tmp_path / "here"
+    here.mkdir()
+    env = _env(tmp_path / "config")
+    assert zoo("store", "use", str(gone), cwd=here, env=env).returncode == 0
+    note = (f"zoo: your default store's folder {gone} (set in "
+            f"{tmp_path / 'config' / 'zoo' / 'config.json'}) is gone; using ./mlruns in the "
+            "working directory instead, not recreating a folder that was removed "
+            f"(`zoo store use {gone}` creates it again)")
+    listed = zoo("models", "--registered", cwd=here, env=env)
+    assert listed.returncode == 0 and listed.stderr.splitlines() == [note]
+    assert "there is no store at" in listed.stdout
+    recipe = write(tmp_path / "echo.yaml", ECHO)
+    ran = zoo("run", str(recipe), "--fast-dev-run", cwd=here, env=env)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert ran.stderr.splitlines()[0] == note
+    assert not gone.parent.exists()
+    assert (here / "mlruns" / "mlflow.db").is_file()

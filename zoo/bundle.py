@@ -9,6 +9,7 @@ fetches it, through these functions only.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,13 +27,33 @@ def save(outdir: Path, keras_model, preprocessing: dict[str, Any], recipe_yaml: 
          metrics: dict[str, float]) -> Path:
     """Write a bundle into ``outdir`` and its manifest last; returns ``outdir``."""
     outdir.mkdir(parents=True, exist_ok=True)
-    keras_model.save(outdir / "model.keras")
+    with _without_loss_scale(keras_model):
+        keras_model.save(outdir / "model.keras")
     (outdir / "preprocessing.json").write_text(json.dumps(preprocessing, indent=1))
     (outdir / "recipe.yaml").write_text(recipe_yaml)
     (outdir / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
     files = {name: sha256_file(outdir / name) for name in FILES}
     (outdir / MANIFEST).write_text(json.dumps(files, indent=1, sort_keys=True))
     return outdir
+
+
+@contextlib.contextmanager
+def _without_loss_scale(keras_model):
+    """While saving, a mixed_float16 model's optimizer is its inner one (Adam, say) without the
+    LossScaleOptimizer around it: a loaded bundle is compiled with the plain optimizer (the
+    loaded model's own policy is float32), which then gets the saved moments instead of Keras
+    skipping all of them with a warning; the loss scale's step counter and scale are training
+    state that a checkpoint keeps and a bundle does not need."""
+    optimizer = getattr(keras_model, "optimizer", None)
+    inner = getattr(optimizer, "inner_optimizer", None)
+    if inner is None:
+        yield
+        return
+    keras_model.optimizer = inner
+    try:
+        yield
+    finally:
+        keras_model.optimizer = optimizer
 
 
 def digest(bundle: Path) -> str:
@@ -109,7 +130,7 @@ def load(path: str | Path, *, name: str | None = None, version: str | None = Non
         raise ZooError(f"{label}: preprocessing.json and metrics.json must hold JSON objects")
     task_cls = get_task(str(recipe["task"]["name"]), where=f"{label}: recipe.yaml: task.name")
     try:
-        model = load_keras(bundle / "model.keras")
+        model = load_keras(bundle / "model.keras", policy="float32")
     except Exception as exc:
         raise ZooError(f"{label}: model.keras could not be loaded: {type(exc).__name__}: "
                        f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
@@ -117,12 +138,22 @@ def load(path: str | Path, *, name: str | None = None, version: str | None = Non
                                  name=name)
 
 
-def load_keras(path: Path):
-    """Load a .keras file with safe_mode=True, zoo's own layers registered first."""
+def load_keras(path: Path, policy: str | None = None):
+    """Load a .keras file with safe_mode=True, zoo's own layers registered first.  With
+    ``policy``, under that global dtype policy (the model's own, which decides whether it is
+    compiled with a LossScaleOptimizer) whatever the process has set: a bundle is loaded alike
+    in a user's process and inside a mixed-precision run; a checkpoint under the run's."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
 
     import zoo.heads  # noqa: F401  (registers zoo's layers for deserialization)
     import zoo.layers  # noqa: F401
 
-    return keras.saving.load_model(path, safe_mode=True)
+    if policy is None:
+        return keras.saving.load_model(path, safe_mode=True)
+    ambient = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    finally:
+        keras.mixed_precision.set_global_policy(ambient)

@@ -81,17 +81,17 @@ def cpu_has_bfloat16_matrix_units(cpuinfo: str = "/proc/cpuinfo") -> bool:
 
 
 def _native_kernels(echo) -> None:
-    """Builds zoo's native recurrence kernels before training where the CPU fast path will want
-    them and none are cached yet, saying so (a build takes about 30 s, once per machine)."""
+    """On a CPU run, says in one line which path the recurrent layers train on (zoo's native
+    kernels, or the graph loop and why, and how to get the kernels), building the kernels first
+    where none are cached yet and saying so (a build takes about 30 s, once per machine)."""
     from zoo import layers, native
 
-    if layers._gpu_visible() or not native.build_due():
+    if layers._gpu_visible():
         return
-    echo("zoo: compiling zoo's native recurrence kernels (once per machine and TensorFlow "
-         "version, about 30 s)")
-    if native.rnn_ops() is None:
-        echo(f"zoo: native kernels not built ({native.why_not()}); training takes the slower "
-             "graph loop")
+    if native.build_due():
+        echo("zoo: compiling zoo's native recurrence kernels (once per machine and TensorFlow "
+             "version, about 30 s)")
+    echo(native.status_line())
 
 
 def resolve_precision(precision: str) -> str:

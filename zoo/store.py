@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -126,9 +127,34 @@ def resolve(explicit: str | None = None) -> Store:
     if env:
         return Store(env, "from MLFLOW_TRACKING_URI")
     default = default_store()
+    here = normalize(str(Path.cwd() / DEFAULT_DIR))
     if default:
-        return Store(default, f"your default store, set in {config_path()}")
-    return Store(normalize(str(Path.cwd() / DEFAULT_DIR)), "./mlruns in the working directory")
+        path = sqlite_path(default)
+        if path is None or path.parent.is_dir():
+            return Store(default, f"your default store, set in {config_path()}")
+        _note(f"zoo: your default store's folder {path.parent} (set in {config_path()}) is "
+              "gone; using ./mlruns in the working directory instead, not recreating a folder "
+              f"that was removed (`zoo store use {path.parent}` creates it again)")
+        return Store(here, f"./mlruns in the working directory; your default store's folder "
+                           f"{path.parent} is gone")
+    return Store(here, "./mlruns in the working directory")
+
+
+_noted: set[str] = set()
+
+
+def _note(line: str) -> None:
+    """Says ``line`` on stderr, once per process."""
+    if line not in _noted:
+        _noted.add(line)
+        print(line, file=sys.stderr, flush=True)
+
+
+def read_only(s: Store) -> bool:
+    """Whether ``s`` is a local SQLite store that this process can read but not write (a
+    team's published store, one owned by someone else)."""
+    path = s.sqlite_path
+    return path is not None and path.is_file() and unwritable(s) is not None
 
 
 def _probe_http(uri: str) -> str | None:
@@ -172,13 +198,21 @@ def check(s: Store, *, write: bool) -> None:
                            "the server, or choose another store with --store, "
                            "MLFLOW_TRACKING_URI or `zoo store use`")
         return
+    why = unwritable(s) if write else None
+    if why:
+        raise ZooError(f"the tracking store {s.describe()} cannot be written: {why}")
+
+
+def unwritable(s: Store) -> str | None:
+    """Why this process cannot write the local store ``s`` (naming the folder or file), or
+    None."""
     path = s.sqlite_path
-    if path is not None and write:
-        why = writable_folder(path.parent)
-        if why is None and path.exists() and not os.access(path, os.W_OK):
-            why = f"{path} is read-only"
-        if why:
-            raise ZooError(f"the tracking store {s.describe()} cannot be written: {why}")
+    if path is None:
+        return None
+    why = writable_folder(path.parent)
+    if why is None and path.exists() and not os.access(path, os.W_OK):
+        why = f"{path} is read-only"
+    return why
 
 
 @contextlib.contextmanager
@@ -191,6 +225,9 @@ def lock(s: Store, timeout: float = 600.0) -> Iterator[None]:
         return
     from filelock import FileLock, Timeout
 
+    why = unwritable(s)
+    if why:
+        raise ZooError(f"the store {s.uri} cannot be written: {why}")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(str(path) + ".lock", timeout=timeout):

@@ -52,6 +52,8 @@ def _mlflow(s: store.Store | None = None, *, create: bool = False):
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     mlflow.set_tracking_uri(s.uri)
+    if not create and store.read_only(s):  # read as it is: no lock, no migration, no writes
+        return mlflow
     if s.uri not in _ready and s.sqlite_path is not None:  # created/upgraded by one process at a time
         with store.lock(s):
             c = mlflow.MlflowClient()
@@ -130,7 +132,10 @@ def _owner_tags() -> dict[str, str]:
 
 def reap_dead_runs(c) -> list[str]:
     """Mark KILLED every RUNNING run started on this host whose process is gone (it can still
-    be resumed if it has a checkpoint).  Returns their ids."""
+    be resumed if it has a checkpoint), where the store can be written (skipped quietly on a
+    store this process can only read).  Returns their ids."""
+    if store.read_only(store.Store(c.tracking_uri or "", "the client's")):
+        return []
     host = socket.gethostname().replace("'", "")
     try:
         exps = [e.experiment_id for e in c.search_experiments()]

@@ -33,6 +33,7 @@
 #define EIGEN_USE_THREADS
 #include <algorithm>
 #include <functional>
+#include <initializer_list>
 #include <vector>
 
 #include "tensorflow/core/framework/op.h"
@@ -43,6 +44,7 @@
 
 using namespace tensorflow;  // NOLINT
 using shape_inference::InferenceContext;
+using shape_inference::DimensionHandle;
 using shape_inference::ShapeHandle;
 
 namespace {
@@ -231,10 +233,44 @@ auto Sigmoid(const A& x) -> decltype(0.5f + 0.5f * (0.5f * x).tanh()) {
   return 0.5f + 0.5f * (0.5f * x).tanh();
 }
 
-// Shape functions: outputs shaped like inputs, or (B, T, U) from a sequence and a state.
+// Shape functions.  Each first checks every input's rank (a mask is an empty vector, for
+// none, or a (B, T) matrix), that the recurrent kernel u is (U, gates * U) and that the first
+// input's last dimension is u's second, so a direct call with wrong ranks is an error in the
+// caller's language, never a read outside a shape; then sets outputs shaped like inputs, or
+// (B, T, U) from a sequence and a state.
+constexpr int kMask = -1;
+
+Status CheckShapes(InferenceContext* c, std::initializer_list<int> ranks, int u_input,
+                   int gates) {
+  int i = 0;
+  for (int rank : ranks) {
+    ShapeHandle checked;
+    if (rank == kMask) {
+      TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(i), 1, &checked));
+      TF_RETURN_IF_ERROR(c->WithRankAtMost(checked, 2, &checked));
+      DimensionHandle dim;
+      if (c->Rank(checked) == 1) {
+        TF_RETURN_IF_ERROR(c->WithValue(c->Dim(checked, 0), 0, &dim));
+      } else if (c->RankKnown(checked)) {  // (B, T) like the first input, checked above
+        TF_RETURN_IF_ERROR(c->Merge(c->Dim(checked, 0), c->Dim(c->input(0), 0), &dim));
+        TF_RETURN_IF_ERROR(c->Merge(c->Dim(checked, 1), c->Dim(c->input(0), 1), &dim));
+      }
+    } else {
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(i), rank, &checked));
+    }
+    ++i;
+  }
+  ShapeHandle u = c->input(u_input);
+  DimensionHandle width, merged;
+  TF_RETURN_IF_ERROR(c->Multiply(c->Dim(u, 0), gates, &width));
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(u, 1), width, &merged));
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(c->input(0), 2), merged, &merged));
+  return OkStatus();
+}
+
+// (B, T, U) from a checked (B, T, .) sequence and a checked (B, U) state.
 ShapeHandle Seq(InferenceContext* c, int seq_input, int state_input) {
   ShapeHandle x = c->input(seq_input), s = c->input(state_input);
-  if (!c->RankKnown(x) || !c->RankKnown(s)) return c->UnknownShape();
   return c->MakeShape({c->Dim(x, 0), c->Dim(x, 1), c->Dim(s, 1)});
 }
 
@@ -247,6 +283,7 @@ REGISTER_OP("ZooLstmForward")
     .Input("mask: float")
     .Output("hs: float").Output("cs: float").Output("gates: float").Output("h_prev: float")
     .SetShapeFn([](InferenceContext* c) {
+      TF_RETURN_IF_ERROR(CheckShapes(c, {3, 2, 2, 2, kMask}, 3, 4));
       c->set_output(0, Seq(c, 0, 1));
       c->set_output(1, Seq(c, 0, 1));
       c->set_output(2, c->input(0));
@@ -259,6 +296,7 @@ REGISTER_OP("ZooLstmBackward")
     .Input("d_h: float").Input("d_c: float").Input("u: float").Input("mask: float")
     .Output("dz: float").Output("dh0: float").Output("dc0: float")
     .SetShapeFn([](InferenceContext* c) {
+      TF_RETURN_IF_ERROR(CheckShapes(c, {3, 3, 2, 3, 2, 2, 2, kMask}, 6, 4));
       c->set_output(0, c->input(0));
       c->set_output(1, c->input(4));
       c->set_output(2, c->input(5));
@@ -384,6 +422,7 @@ REGISTER_OP("ZooGruForward")
     .Input("mask: float")
     .Output("hs: float").Output("gates: float").Output("r_h: float").Output("h_prev: float")
     .SetShapeFn([](InferenceContext* c) {
+      TF_RETURN_IF_ERROR(CheckShapes(c, {3, 2, 2, 1, kMask}, 2, 3));
       c->set_output(0, Seq(c, 0, 1));
       c->set_output(1, c->input(0));
       c->set_output(2, Seq(c, 0, 1));
@@ -396,6 +435,7 @@ REGISTER_OP("ZooGruBackward")
     .Input("d_hs: float").Input("d_h: float").Input("u: float").Input("mask: float")
     .Output("d_xp: float").Output("d_inner: float").Output("dh0: float")
     .SetShapeFn([](InferenceContext* c) {
+      TF_RETURN_IF_ERROR(CheckShapes(c, {3, 3, 3, 2, 3, 2, 2, kMask}, 6, 3));
       c->set_output(0, c->input(0));
       c->set_output(1, c->input(0));
       c->set_output(2, c->input(5));
@@ -519,6 +559,7 @@ REGISTER_OP("ZooTanhForward")
     .Input("xp: float").Input("h0: float").Input("u: float").Input("mask: float")
     .Output("hs: float").Output("h_prev: float")
     .SetShapeFn([](InferenceContext* c) {
+      TF_RETURN_IF_ERROR(CheckShapes(c, {3, 2, 2, kMask}, 2, 1));
       c->set_output(0, c->input(0));
       c->set_output(1, c->input(0));
       return OkStatus();
@@ -529,6 +570,7 @@ REGISTER_OP("ZooTanhBackward")
     .Input("mask: float")
     .Output("da: float").Output("dh0: float")
     .SetShapeFn([](InferenceContext* c) {
+      TF_RETURN_IF_ERROR(CheckShapes(c, {3, 3, 2, 2, kMask}, 3, 1));
       c->set_output(0, c->input(0));
       c->set_output(1, c->input(2));
       return OkStatus();
