@@ -185,3 +185,40 @@ def test_ray_local_gives_the_same_predictions(model, tmp_path):
     assert [(r["label"], r["error"]) for r in ray] == [(r["label"], r["error"]) for r in local]
     assert [r["probability_pos"] for r in ray] == pytest.approx(
         [r["probability_pos"] for r in local], abs=1e-6, nan_ok=True)
+
+
+def test_a_row_the_model_refuses_is_an_error_row_not_an_abort(store, tmp_path, capsys):
+    """An echo series that is not class ids (or holds an id out of range) is refused by the
+    model itself, not by the reader: it becomes that row's error, and the other rows are
+    predicted; --strict stops at it."""
+    from zoo.engine import run
+    from zoo.errors import ZooError
+    from zoo.predict import predict_file
+    from zoo.recipe import load_recipe
+    import zoo
+
+    recipe = write(tmp_path / "echo.yaml", """
+task: echo
+data: {total_series_length: 1500, eval_series_length: 750, truncated_backprop_length: 15}
+model: {name: tanh-rnn, units: 4}
+train: {epochs: 1, batch_size: 5, seed: 1, verbose: 0}
+track: {registered_name: echo-rows}
+""")
+    run(load_recipe(recipe, []), echo=lambda *a: None)
+    m = zoo.load("echo-rows/1")
+    good = ["0 1 1 0 1", "1 1 0 0 1 0"]
+    write(tmp_path / "series.txt", f"{good[0]}\nabc\n{good[1]}\n0 7 1\n")
+    out = tmp_path / "echo.jsonl"
+    predict_file(m, str(tmp_path / "series.txt"), out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["row"] for r in rows] == [1, 2, 3, 4]
+    assert rows[1]["error"] and "abc" in rows[1]["error"]
+    assert rows[3]["error"] and "0..1" in rows[3]["error"]
+    assert rows[0]["error"] is None and rows[2]["error"] is None
+    expected = m.predict(good)
+    assert [rows[0]["prediction"], rows[2]["prediction"]] == [json.dumps(e) for e in expected]
+    err = capsys.readouterr().err
+    assert "row 2:" in err and "row 4:" in err
+    with pytest.raises(ZooError, match="row 2:.*--strict"):
+        predict_file(m, str(tmp_path / "series.txt"), tmp_path / "strict.jsonl", strict=True)
+    assert not (tmp_path / "strict.jsonl").exists()

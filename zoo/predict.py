@@ -356,20 +356,38 @@ class _Batcher:
         if self.split:
             results = self.model.predict_encoded(prepared) if len(prepared) else []
         else:
-            results = self.model.predict(prepared) if prepared else []
+            results = self._each(prepared) if prepared else []
         out, k = [], 0
         for row, text, error in chunk:
             r: dict[str, Any] = {"row": row}
             if keep_text:
                 r["text"] = text
             if error is None:
-                r.update(result_columns(results[k]))
-                k += 1
-                r["error"] = None
+                result, k = results[k], k + 1
+                if isinstance(result, ZooError):   # the model refused this row's value
+                    r["error"] = str(result)
+                else:
+                    r.update(result_columns(result))
+                    r["error"] = None
             else:
                 r["error"] = error
             out.append(r)
         return out
+
+    def _each(self, texts: list) -> list:
+        """The model's results for ``texts``; when the model refuses a value (an echo series
+        that is not class ids, say), the chunk is predicted row by row and each refused row's
+        result is its error, so one bad row does not stop the rest."""
+        try:
+            return self.model.predict(texts)
+        except ZooError:
+            out: list = []
+            for text in texts:
+                try:
+                    out.extend(self.model.predict([text]))
+                except ZooError as exc:
+                    out.append(exc)
+            return out
 
 
 def _ahead(items: Iterator, fn, depth: int = 2) -> Iterator:
@@ -420,6 +438,8 @@ def predict_rows(model, rows: Iterator, writer: Writer, *, strict: bool = False,
         out = batcher.run(chunk, prepared, keep_text)
         for r in out:
             if r["error"] is not None:
+                if strict:
+                    raise ZooError(f"zoo predict: row {r['row']}: {r['error']} (--strict)")
                 bad += 1
                 if bad <= 20:
                     say(f"zoo predict: row {r['row']}: {r['error']}")
