@@ -215,17 +215,22 @@ def test_killed_run_is_marked_killed_next_time(tmp_path):
 
 def test_never_promoted_unless_it_beats_the_baseline(store):
     from zoo import tracking
+    from zoo.publish import baseline_guard
+    from zoo.tasks import get_task
 
+    echo = get_task("echo")
     c = _client(store)
     c.create_registered_model("base-test")
     for value in ("0.40", "0.55"):
         mv = c.create_model_version("base-test", "file:///nowhere", run_id=None)
         c.set_model_version_tag("base-test", mv.version, "test_accuracy", value)
+    below = baseline_guard(echo, {"accuracy": 0.4, "baseline_accuracy": 0.5}, 1000)
     d = tracking.promote(c, "base-test", "1", metric="test_accuracy", greater_is_better=True,
-                         policy="always", fast_dev_run=False, baseline=0.5)
+                         policy="always", fast_dev_run=False, guard=below)
     assert not d["promoted"] and "does not beat the trivial baseline 0.5" in d["reason"]
+    above = baseline_guard(echo, {"accuracy": 0.55, "baseline_accuracy": 0.5}, 1000)
     d = tracking.promote(c, "base-test", "2", metric="test_accuracy", greater_is_better=True,
-                         policy="if-better", fast_dev_run=False, baseline=0.5)
+                         policy="if-better", fast_dev_run=False, guard=above)
     assert d["promoted"]
 
 

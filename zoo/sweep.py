@@ -27,7 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from zoo.errors import ZooError, did_you_mean
-from zoo.recipe import SECTIONS, Recipe, _load_with_extends, _validate, apply_override, load_recipe
+from zoo.recipe import SECTIONS, Recipe, load_recipe, load_recipe_and_section
 
 EXTRA_HINT = 'pip install -e ".[sweep]"'
 DOMAINS = ("choice", "uniform", "loguniform", "randint")
@@ -218,16 +218,10 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
 
     path = Path(path)
     overrides = list(overrides)
-    recipe = load_recipe(path, [o for o in overrides if not o.strip().startswith("sweep")])
-    data = _load_with_extends(path)
-    for assignment in overrides:
-        if assignment.strip().startswith("sweep"):
-            apply_override(data, assignment, path)
-    raw = data.get("sweep")
-    if raw is None:
+    recipe, section, raw = load_recipe_and_section(path, overrides, "sweep", SweepSection)
+    if section is None:
         raise ZooError(f"{path}: sweep: the recipe has no sweep section (see README, "
                        "'Sweeps'); `zoo run` trains it as it is")
-    section = _validate(SweepSection, raw, path, "sweep")
     assert isinstance(section, SweepSection)
     if not section.space:
         raise ZooError(f"{path}: sweep.space: name at least one recipe key to search, e.g. "
@@ -238,18 +232,11 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
 
     task = get_task(recipe.task)
     metric = section.metric or f"val_{task.main_metric}"
-    mode = section.mode
+    mode = section.mode or task.direction(metric)
     if mode is None:
-        bare = metric.removeprefix("val_").removeprefix("test_")
-        if bare == task.main_metric:
-            mode = "max" if task.greater_is_better else "min"
-        elif bare in ("loss", "perplexity", "bpc"):
-            mode = "min"
-        elif bare in ("accuracy", "f1", "macro_f1"):
-            mode = "max"
-        else:
-            raise ZooError(f"{path}: sweep.mode: say whether {metric!r} is better high or low "
-                           "(max or min)")
+        raise ZooError(f"{path}: sweep.mode: say whether {metric!r} is better high or low "
+                       f"(max or min); task {recipe.task!r} names the way of "
+                       f"{', '.join(task.directions)}")
     if trials is not None and trials < 1:
         raise ZooError("--trials: must be at least 1")
     n = trials or section.trials
@@ -265,14 +252,33 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
 
 
 def check_store(address: str | None) -> None:
-    """Trials on a Ray cluster run on other machines: they need a store every node reaches."""
-    from zoo import tracking
+    """Before anything starts: the store answers and can be written (the probe of `zoo run`,
+    :func:`zoo.store.check`), every node of a Ray cluster can reach it, and the cluster's
+    address answers.  Each a one-line ZooError, within seconds."""
+    from zoo import store, tracking
 
-    if address and address != "local" and tracking.is_local_store():
+    s = store.resolve()
+    store.check(s, write=True)
+    if not address or address in ("local", "auto"):
+        return
+    if tracking.is_local_store(s.uri):
         raise ZooError(f"--address {address}: the trials on a Ray cluster need a tracking store "
-                       f"every node reaches, and {tracking.tracking_uri()} is a local file; start "
+                       f"every node reaches, and {s.uri} is a local file; start "
                        "an MLflow tracking server (README, 'A team store') and set "
                        "MLFLOW_TRACKING_URI=http://HOST:PORT")
+    hostport = address.split("://", 1)[-1].split("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return   # a form Ray resolves itself
+    import socket
+
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=store.PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise ZooError(f"--address {address}: the Ray cluster cannot be reached: {why}; start "
+                       "it (`ray start --head`), or leave --address and RAY_ADDRESS out to run "
+                       "on this machine") from None
 
 
 def _import_ray():
@@ -394,7 +400,6 @@ class Trial:
     epochs: int
     test: dict[str, float]
     model_uri: str | None
-    version_tags: dict[str, str] | None
 
 
 def _trials(parent_id: str, metric: str) -> list[Trial]:
@@ -412,12 +417,10 @@ def _trials(parent_id: str, metric: str) -> list[Trial]:
                                                                                "running")
         value = r["metrics"].get(metric)
         test = {k[5:]: v for k, v in r["metrics"].items() if k.startswith("test_")}
-        vt = tags.get("zoo.version_tags")
         out.append(Trial(r["run_id"], point, outcome,
                          value if value is not None and math.isfinite(value) else None,
                          _epochs(r, metric), test,
-                         tags.get("zoo.model_uri") if outcome == "finished" else None,
-                         json.loads(vt) if vt else None))
+                         tags.get("zoo.model_uri") if outcome == "finished" else None))
     return out
 
 
@@ -778,30 +781,18 @@ def _conclude(sweep: Sweep, parent, trials: list[Trial], echo, out, wall: float)
                         **{f"best_test_{k}": v for k, v in best.test.items()}})
     parent.set_tags({"zoo.sweep.best_run_id": best.run_id,
                      **{f"zoo.sweep.best.{k}": json.dumps(v) for k, v in best.point.items()}})
-    best_recipe = load_recipe(sweep.path, [*sweep.overrides, *point_overrides(best.point)])
-    from zoo.tasks import get_task
+    from zoo.publish import Logged, publish
 
-    task = get_task(best_recipe.task)
     to_register = [t for t in trials if t.model_uri] if sweep.section.register == "all" else [best]
     for t in to_register:
-        if t.version_tags is None or t.model_uri is None:
-            continue
         if tracking.run_info(t.run_id)["tags"].get("zoo.registered_version"):
             continue  # registered by an earlier run of this sweep (--resume)
-        name = load_recipe(sweep.path, [*sweep.overrides, *point_overrides(t.point)]).registered_name
-        tags = {**t.version_tags, "zoo.sweep.parent": parent.run_id}
-        version = tracking.register(t.model_uri, name, tags)
-        tracking.set_run_tags(t.run_id, {"zoo.registered_version": f"{name}/{version}"})
+        trained = load_recipe(sweep.path, [*sweep.overrides, *point_overrides(t.point)])
+        published = publish(Logged.from_run(t.run_id, trained), promote=t is best,
+                            extra_tags={"zoo.sweep.parent": parent.run_id}, echo=echo)
         if t is best:
-            decision = tracking.promote(tracking.client(), name, version,
-                                        metric=f"test_{task.main_metric}",
-                                        greater_is_better=task.greater_is_better,
-                                        policy=best_recipe.track.promote, fast_dev_run=False)
-            tracking.set_run_tags(t.run_id, {f"zoo.promotion.{k}": "" if v is None else str(v)
-                                             for k, v in decision.items()})
-            result.update(version=version, registered_name=name, promoted=decision["promoted"])
-            echo(f"zoo: {'promoted to champion' if decision['promoted'] else 'not promoted'}: "
-                 f"{decision['reason']}")
+            result.update(version=published.version, registered_name=published.registered_name,
+                          promoted=published.promoted)
     if result["version"] is None:  # registered before (--resume): report that version
         reg = tracking.run_info(best.run_id)["tags"].get("zoo.registered_version", "")
         if "/" in reg:
