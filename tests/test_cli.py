@@ -2,12 +2,7 @@ import re
 import subprocess
 import sys
 
-from conftest import RECIPES
-
-
-def zoo(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "zoo.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=120)
+from conftest import RECIPES, zoo
 
 
 def test_models_lists_without_tensorflow():

@@ -240,9 +240,7 @@ def _gradients(layer, x, h0, mask, seed=6, training=False):
 
 @pytest.mark.parametrize("mode", GRADIENT_MODES)
 def test_gradients_equal_simple_rnn(mode, path, monkeypatch):
-    """TanhRNN's gradients (hand-written for tanh) equal autodiff through SimpleRNN; blocks of
-    3 steps exercise the blocked weight gradients of the unrolled path."""
-    monkeypatch.setattr(zoo_layers, "_GRAD_BLOCK", 3)
+    """TanhRNN's gradients (hand-written for tanh) equal autodiff through SimpleRNN."""
     x, h0, mask = _data(seed=5)
     for m in (None, mask):
         simple, tanh = _pair(weight_seed=7, **GRADIENT_MODES[mode])
@@ -257,7 +255,6 @@ def test_gradients_equal_simple_rnn(mode, path, monkeypatch):
 def test_handwritten_gradient_equals_autodiff_through_the_loop(mode, path, monkeypatch):
     """The same with recurrent dropout (which SimpleRNN cannot share): the hand-written
     backward pass against autodiff through TanhRNN's own loop, same seed, same masks."""
-    monkeypatch.setattr(zoo_layers, "_GRAD_BLOCK", 4)
     x, h0, mask = _data(seed=8)
     kwargs = dict(dropout=0.3, recurrent_dropout=0.4, seed=5, **GRADIENT_MODES[mode])
     for m in (None, mask):

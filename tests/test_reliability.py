@@ -11,25 +11,13 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, write
+from conftest import ECHO_TINY, ROOT, write, zoo
 from zoo.errors import ZooError
 
-ECHO = """
-task: echo
-data: {total_series_length: 3000, eval_series_length: 1500, truncated_backprop_length: 15}
-model: {name: tanh-rnn, units: 4}
-train: {epochs: 2, batch_size: 5, seed: 1, optimizer: {learning_rate: 0.02}}
-track: {registered_name: echo-rel}
-"""
-
-
-def zoo(*args: str, cwd: Path, env: dict | None = None, timeout: float = 600):
-    return subprocess.run([sys.executable, "-m", "zoo.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=timeout)
+ECHO = ECHO_TINY + "track: {registered_name: echo-rel}\n"
 
 
 def _client(uri: str):
@@ -76,7 +64,7 @@ def test_four_runs_at_once_on_a_store_that_does_not_exist(tmp_path):
 @pytest.mark.parametrize("args", [("run", "recipes/echo.yaml"), ("models", "--registered"),
                                   ("predict", "echo-rel", "1 0 1")])
 def test_unreachable_server_is_one_line_in_seconds(tmp_path, args):
-    env = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
     t = time.perf_counter()
     out = zoo(*args, cwd=ROOT, env=env, timeout=120)
     seconds = time.perf_counter() - t
@@ -95,7 +83,7 @@ def test_cache_follows_the_store_after_it_is_recreated(tmp_path):
     import shutil
 
     recipe = write(tmp_path / "echo.yaml", ECHO)
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
            "ZOO_MODEL_CACHE": str(tmp_path / "cache")}
     code = "import json, zoo; m = zoo.load('echo-rel'); print(json.dumps([m.version, m.metrics]))"
 
@@ -146,7 +134,7 @@ def test_refused_before_anything_is_written(tmp_path, overrides, message):
     recipe = write(tmp_path / "char.yaml", CHAR)
     sets = [a for o in overrides for a in ("--set", o)]
     out = zoo("run", str(recipe), *sets, cwd=tmp_path,
-              env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"})
+              env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"})
     assert out.returncode == 2, out.stderr
     errors = [line for line in out.stderr.splitlines() if line.startswith("zoo: error:")]
     assert len(errors) == 1 and message in errors[0], out.stderr
@@ -170,7 +158,7 @@ def test_data_errors_leave_no_store(tmp_path):
     folder = tmp_path / "data.csv"
     folder.mkdir()
     write(tmp_path / "one.csv", "text,label\ngood,pos\nfine,pos\nnice,pos\ngreat,pos\n")
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"}
     for path in ("one.csv", "data.csv"):
         out = zoo("run", str(ROOT / "recipes" / "sentiment.yaml"), "--set",
                   f"data.path={tmp_path / path}", cwd=tmp_path, env=env)
@@ -207,7 +195,7 @@ def test_killed_run_is_marked_killed_next_time(tmp_path):
     hard.wait(timeout=60)
     soft.communicate(timeout=120)
     assert soft.returncode == 130
-    out = zoo("models", "--registered", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": uri})
+    out = zoo("models", "--registered", cwd=tmp_path, env={**os.environ, "MLFLOW_TRACKING_URI": uri})
     assert out.returncode == 0, out.stderr
     runs = c.search_runs([e.experiment_id for e in c.search_experiments()])
     assert {r.info.status for r in runs} == {"KILLED"}, [r.info.status for r in runs]
@@ -260,7 +248,7 @@ def char_model(tmp_path_factory):
         train: {epochs: 1, batch_size: 16}
         track: {registered_name: char-rel}
         """))
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}",
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}",
            "ZOO_MODEL_CACHE": str(tmp / "cache")}
     out = zoo("run", str(recipe), cwd=tmp, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -312,7 +300,7 @@ def test_unwritable_places_are_one_line(char_model, tmp_path):
     out = zoo("predict", "char-rel", "x", cwd=tmp, env={**env, "ZOO_MODEL_CACHE": str(blocker / "cache")})
     assert out.returncode == 2 and "model cache" in out.stderr, out.stderr
     run = zoo("run", str(ROOT / "recipes" / "echo.yaml"), cwd=tmp_path,
-              env={"MLFLOW_TRACKING_URI": f"sqlite:///{blocker}/store/mlflow.db"})
+              env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{blocker}/store/mlflow.db"})
     assert run.returncode == 2 and "cannot be written" in run.stderr and str(blocker) in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
 

@@ -14,7 +14,7 @@ import time
 import pytest
 
 import pg
-from conftest import RECIPES, write
+from conftest import RECIPES, write, zoo
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -45,11 +45,6 @@ GRID = """\
   space:
     train.optimizer.learning_rate: {{choice: [0.3, 1.0e+39, 1.0]}}
 """
-
-
-def zoo(*args, env=None, timeout=900):
-    return subprocess.run([sys.executable, "-m", "zoo.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env)
 
 
 def recipe(tmp_path, sweep: str, name="tiny.yaml"):

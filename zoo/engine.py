@@ -15,8 +15,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from zoo.errors import RunFailed, ZooError
 from zoo.publish import Logged, RunResult
 from zoo.recipe import Recipe
@@ -30,16 +28,13 @@ FAST_DEV_STEPS = 2
 
 
 def run(recipe: Recipe, *, fast_dev_run: bool = False, resume: str | None = None,
-        echo=print, on_epoch=None, parent_run_id: str | None = None,
-        register: bool = True) -> RunResult:
-    """Train and log one recipe (:func:`train_and_log`), then publish it
-    (:func:`zoo.publish.publish`: register, model card, promotion).  ``register=False`` only
-    trains and logs.  User mistakes raise ZooError before any MLflow run exists; a failure
-    during training marks the run FAILED and raises RunFailed."""
+        echo=print, on_epoch=None) -> RunResult:
+    """`zoo run`: train and log one recipe (:func:`train_and_log`), then publish it
+    (:func:`zoo.publish.publish`: register, model card, promotion).  User mistakes raise
+    ZooError before any MLflow run exists; a failure during training marks the run FAILED and
+    raises RunFailed."""
     logged = train_and_log(recipe, fast_dev_run=fast_dev_run, resume=resume, echo=echo,
-                           on_epoch=on_epoch, parent_run_id=parent_run_id)
-    if not register:
-        return logged.result()
+                           on_epoch=on_epoch)
     from zoo.publish import publish
 
     try:
@@ -88,8 +83,8 @@ def train_and_log(recipe: Recipe, *, fast_dev_run: bool = False, resume: str | N
                                   s=s)
     try:
         with tracked:
-            model, state, ckpt = _restore_or_build(task, prepared, recipe, strategy, tracked,
-                                                   fast_dev_run, resume is not None, echo, model)
+            model, state, ckpt = _resume_or_start(task, prepared, recipe, strategy, tracked,
+                                                  fast_dev_run, resume is not None, echo, model)
             # 4. fit
             history = _fit(task, prepared, recipe, model, state, ckpt, tracked, fast_dev_run,
                            on_epoch)
@@ -260,8 +255,8 @@ def _new_model(task: Task, prepared: Prepared, recipe: Recipe, strategy, fast_de
     return model
 
 
-def _restore_or_build(task: Task, prepared: Prepared, recipe: Recipe, strategy, tracked,
-                      fast_dev_run: bool, resuming: bool, echo, model=None):
+def _resume_or_start(task: Task, prepared: Prepared, recipe: Recipe, strategy, tracked,
+                     fast_dev_run: bool, resuming: bool, echo, model=None):
     """(model, train state, checkpoint folder): from the run's checkpoint when resuming, else
     ``model``, the new one, and a fresh state (the run's tags, params and recipe logged)."""
     import keras
