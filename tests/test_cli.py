@@ -2,7 +2,11 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import RECIPES, zoo
+
+pytestmark = pytest.mark.slow   # runs the zoo command in processes
 
 
 def test_models_lists_without_tensorflow():

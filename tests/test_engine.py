@@ -18,6 +18,8 @@ from conftest import ECHO_SMALL, RECIPES, write
 from zoo.errors import ZooError
 from zoo.recipe import load_recipe
 
+pytestmark = pytest.mark.slow   # trains through the engine, starts processes
+
 SMALL_ECHO = ECHO_SMALL + "track: {experiment: echo-test}\n"
 
 

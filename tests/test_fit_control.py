@@ -11,6 +11,8 @@ from conftest import write
 from zoo.engine import run
 from zoo.recipe import load_recipe
 
+pytestmark = pytest.mark.slow   # trains through the engine
+
 ECHO = """
 task: echo
 data: {total_series_length: 1500, eval_series_length: 750, truncated_backprop_length: 15}

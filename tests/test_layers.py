@@ -384,6 +384,7 @@ def test_bidirectional_stateful_and_reset(path):
         _assert_close(tanh(x), simple(x))
 
 
+@pytest.mark.slow
 def test_bidirectional_in_a_masked_model_trains():
     inputs = keras.Input((None,), dtype="int32")
     h = keras.layers.Embedding(11, FEATURES, mask_zero=True)(inputs)
@@ -511,6 +512,7 @@ def test_units_must_be_positive():
     ("tanh-rnn", {"layers": 2, "units": 8}),
     ("bi-tanh-rnn", {"units": 8, "return_sequences": True}),
 ])
+@pytest.mark.slow
 def test_registered_builders_apply_and_train(name, kwargs):
     import zoo
 
@@ -584,6 +586,7 @@ print(json.dumps({"ok": True}))
 """
 
 
+@pytest.mark.slow
 def test_tanh_rnn_runs_on_the_jax_backend():
     """TanhRNN is keras.ops code over keras.layers.RNN: it runs (masks, go_backwards, states,
     Bidirectional, training) on JAX, in a process of its own."""

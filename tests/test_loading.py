@@ -21,6 +21,8 @@ from conftest import ECHO_SMALL, write
 from zoo.errors import ZooError
 from zoo.recipe import load_recipe
 
+pytestmark = pytest.mark.slow   # trains and loads in other processes
+
 ECHO = ECHO_SMALL
 SERIES = "1 0 1 1 0 0 1 0 1 1 1 0 0 0 1 1 0 1 0 0"
 ECHOED = "0 0 0 " + " ".join(SERIES.split()[:-3])

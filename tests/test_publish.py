@@ -106,3 +106,16 @@ def test_the_diverged_echo_run_crowns_no_champion(store):
     assert float(mv.tags["zoo.guard.loss"]) > float(mv.tags["zoo.guard.baseline_loss"])
     assert "**not better than the trivial baseline**" in mv.description
     assert c.get_run(res.run_id).data.tags["mlflow.note.content"] == mv.description
+
+
+def test_the_sweep_publishes_through_the_public_api_only():
+    """No private recipe loading in the sweep, no JSON tag carrying state between the phases."""
+    import re
+
+    from conftest import ROOT
+
+    for path in (ROOT / "zoo").glob("sweep*.py"):
+        text = path.read_text()
+        assert not re.search(r"from zoo\.recipe import[^\n]*\b_\w+", text), path
+        assert "tracking.promote(" not in text and "tracking.register(" not in text, path
+    assert not any("zoo.version_tags" in p.read_text() for p in (ROOT / "zoo").rglob("*.py"))

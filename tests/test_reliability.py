@@ -17,6 +17,8 @@ import pytest
 from conftest import ECHO_TINY, ROOT, write, zoo
 from zoo.errors import ZooError
 
+pytestmark = pytest.mark.slow   # trains, starts and kills processes
+
 ECHO = ECHO_TINY + "track: {registered_name: echo-rel}\n"
 
 

@@ -14,6 +14,8 @@ import pytest
 
 from conftest import ECHO_TINY, ROOT, write, zoo
 
+pytestmark = pytest.mark.slow   # trains in other processes
+
 ECHO = ECHO_TINY + "track: {registered_name: echo-far}\n"
 
 

@@ -16,7 +16,7 @@ import pytest
 import pg
 from conftest import RECIPES, write, zoo
 
-pytestmark = pytest.mark.timeout(1200)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]   # runs sweeps on Ray
 
 # Tiny echo data: a trial trains in seconds; a learning rate of 1e39 overflows to NaN (a
 # failing trial, as a diverging or out-of-memory one would).
@@ -235,7 +235,7 @@ def test_a_sweep_worse_than_the_baseline_registers_its_versions_but_crowns_none(
     path = recipe(tmp_path, """\
   search: grid
   scheduler: none
-  max_concurrent: 1
+  max_concurrent: 2
   register: all
   space:
     train.optimizer.learning_rate: {choice: [1.0e+5, 1.0e+6]}

@@ -12,6 +12,8 @@ from conftest import write
 from zoo.errors import ZooError
 from zoo.recipe import load_recipe
 
+pytestmark = pytest.mark.slow   # trains and warm-starts models
+
 GOOD = ["gripping", "moving", "superb", "warm", "wonderful", "brilliant", "lovely", "smart"]
 BAD = ["dull", "boring", "awful", "tedious", "clumsy", "terrible", "flat", "messy"]
 

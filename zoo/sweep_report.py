@@ -8,12 +8,10 @@ import io
 import json
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from zoo.sweep_trial import DONE, Trial
 
-if TYPE_CHECKING:
-    from zoo.sweep import Sweep
 
 
 def fmt(v: Any) -> str:
@@ -22,7 +20,7 @@ def fmt(v: Any) -> str:
     return "-" if v is None else str(v)
 
 
-def trials_table(sweep: Sweep, trials: list[Trial], best: Trial | None) -> tuple[list[str], list[list[str]]]:
+def trials_table(sweep, trials: list[Trial], best: Trial | None) -> tuple[list[str], list[list[str]]]:
     main = _main_metric(sweep)
     header = ["#", "run", "outcome", *sweep.keys, sweep.metric, "epochs", f"test_{main}"]
     rows = []
@@ -34,7 +32,7 @@ def trials_table(sweep: Sweep, trials: list[Trial], best: Trial | None) -> tuple
     return header, rows
 
 
-def _main_metric(sweep: Sweep) -> str:
+def _main_metric(sweep) -> str:
     from zoo.tasks import get_task
 
     return get_task(sweep.recipe.task).main_metric
@@ -48,7 +46,7 @@ def table_text(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def plot(sweep: Sweep, trials: list[Trial], out: Path) -> Path:
+def plot(sweep, trials: list[Trial], out: Path) -> Path:
     """The sweep metric against each searched key, one panel per key."""
     from zoo import plots
 

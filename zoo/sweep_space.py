@@ -7,14 +7,11 @@ import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from zoo.errors import ZooError, did_you_mean
 from zoo.recipe import SECTIONS, load_recipe
 
-if TYPE_CHECKING:
-    from zoo.sweep import Sweep
-    from zoo.sweep_trial import Trial
 
 DOMAINS = ("choice", "uniform", "loguniform", "randint")
 
@@ -128,7 +125,7 @@ def _strip(message: str, path: Path) -> str:
     return message[len(prefix):] if message.startswith(prefix) else message
 
 
-def searcher(sweep: Sweep, done: list[Trial], seed: int):
+def searcher(sweep, done: list, seed: int):
     """The search algorithm and the param space Tune samples from."""
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
