@@ -176,7 +176,8 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
                 if self.stopped_epoch == epoch:   # undo this stop, not the time budget's
                     self.stopped_epoch = 0
                     self.model.stop_training = stopping
-        self.state.wait, self.state.best = self.wait, float(self.best)
+        self.state.wait = self.wait
+        self.state.best = None if self.best is None else float(self.best)
         self.state.best_epoch, self.state.best_weights = self.best_epoch, self.best_weights
 
 

@@ -370,10 +370,7 @@ def _validate(model_cls: type[BaseModel], values: Any, path: Path, section: str)
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read, resolve and validate a recipe.  Raises ZooError with one clear line on any mistake."""
     path = Path(path)
-    data = _load_with_extends(path)
-    for assignment in overrides:
-        apply_override(data, assignment, path)
-    return _recipe(path, data)
+    return _recipe(path, _read(path, overrides))
 
 
 def load_recipe_and_section(path: str | Path, overrides: list[str] | tuple[str, ...],
@@ -382,11 +379,17 @@ def load_recipe_and_section(path: str | Path, overrides: list[str] | tuple[str, 
     as :func:`load_recipe` makes it, the section validated against ``schema`` (None if the
     recipe has none) and as written (extends resolved, ``--set section.…`` applied)."""
     path = Path(path)
+    data = _read(path, overrides)
+    raw = data.get(section)
+    return _recipe(path, data), None if raw is None else _validate(schema, raw, path, section), raw
+
+
+def _read(path: Path, overrides) -> dict[str, Any]:
+    """The recipe's data: extends resolved, ``--set`` overrides applied."""
     data = _load_with_extends(path)
     for assignment in overrides:
         apply_override(data, assignment, path)
-    raw = data.get(section)
-    return _recipe(path, data), None if raw is None else _validate(schema, raw, path, section), raw
+    return data
 
 
 def _recipe(path: Path, data: dict[str, Any]) -> Recipe:
