@@ -99,13 +99,16 @@ def baseline_guard(task_cls, metrics: dict[str, float], n: int) -> Guard | None:
       ``round(accuracy * n)`` of ``n`` items right must be below 1 %;
     * a metric that is a monotone function of the loss (bits per character, perplexity;
       ``Task.main_metric_from_loss``): the margin in nats per item, ``baseline_loss - loss``,
-      must exceed ``Z * (loss + baseline_loss) / sqrt(n)``, Z = 2.326 the normal's 1 % point.
-      That is a z-test on the mean per-item loss difference whose standard deviation is taken as
-      ``loss + baseline_loss``: per-item cross-entropies are non-negative and skewed, with a
-      spread about their mean (an exponential's is exactly its mean), and the difference of two
-      such has at most the sum of their spreads.  An estimate, not a bound; conservative for
-      models near the baseline, where it matters.  Losses reduced over all positions while only
-      ``n`` are scored (padding) scale margin and threshold alike, so the rule holds as is.
+      must exceed ``Z * sqrt(loss**2 + baseline_loss**2) / sqrt(n)``, Z = 2.326 the normal's
+      1 % point.  That is a one-sided z-test on the mean per-item loss difference, with the
+      difference's standard deviation estimated from the two means alone (the per-item losses
+      are not kept): per-item cross-entropies are non-negative and skewed, spreading about as
+      much as their mean (an exponential's spread is exactly its mean), and two independent
+      such differ with spread ``sqrt(loss**2 + baseline_loss**2)``.  A model's and the
+      baseline's losses are positively correlated (the same words are hard for both), which
+      narrows the real spread, so the estimate errs on the side of refusing.  Losses reduced
+      over all positions while only ``n`` are scored (padding) scale margin and threshold
+      alike, so the rule holds as is.
     """
     main = task_cls.main_metric
     base = metrics.get(f"baseline_{main}")
@@ -130,10 +133,10 @@ def baseline_guard(task_cls, metrics: dict[str, float], n: int) -> Guard | None:
             failures.append(f"test_loss {loss:.6g} does not beat the trivial baseline's "
                             f"{base_loss:.6g}")
     if task_cls.main_metric_from_loss:
-        numbers["rule"] = "loss margin > 2.326 (loss + baseline_loss) / sqrt(n)"
+        numbers["rule"] = "loss margin > 2.326 sqrt(loss^2 + baseline_loss^2) / sqrt(n)"
         if loss is not None and base_loss is not None and math.isfinite(loss) and n > 0:
             margin = base_loss - loss
-            threshold = Z_ALPHA * (abs(loss) + abs(base_loss)) / math.sqrt(n)
+            threshold = Z_ALPHA * math.hypot(loss, base_loss) / math.sqrt(n)
             numbers.update(margin=_g(margin), threshold=_g(threshold))
             if main_beats and margin <= threshold:
                 failures.append(f"test_loss is below the trivial baseline's {base_loss:.6g} by "
