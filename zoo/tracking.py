@@ -202,7 +202,7 @@ def find_run(run_id: str) -> dict[str, Any]:
 
 
 class TrackedRun:
-    """One MLflow run: start (or resume) it, log to it, register its model, finish it.
+    """One MLflow run: start (or resume) it, log to it, finish it.
 
     Used as a context manager: leaving the block normally marks the run FINISHED, an exception
     FAILED, an interrupt KILLED."""
@@ -305,7 +305,7 @@ class TrackedRun:
     def log_model(self, bundle: Path, input_example: Any) -> str:
         """Log the bundle as an MLflow pyfunc model whose code is the installed zoo package
         (``loader_module``; the artifacts hold only data).  Returns the model's URI, also kept
-        on the run as the tag ``zoo.model_uri`` (a sweep registers its best trial from it)."""
+        on the run as the tag ``zoo.model_uri`` (what publishing a sweep's trial reads)."""
         import warnings
 
         with warnings.catch_warnings():
