@@ -1,8 +1,11 @@
-"""Shared fixtures: an isolated MLflow store per test, the shared corpus cache, CPU only."""
+"""Shared fixtures: an isolated MLflow store per test, the shared corpus cache, CPU only; the
+`zoo` command in a subprocess; small echo recipes."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,28 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
+
+# Small echo recipes (add a track: line): TINY trains in a few seconds, SMALL learns the echo.
+ECHO_TINY = """
+task: echo
+data: {total_series_length: 3000, eval_series_length: 1500, truncated_backprop_length: 15}
+model: {name: tanh-rnn, units: 4}
+train: {epochs: 2, batch_size: 5, seed: 1, optimizer: {learning_rate: 0.02}}
+"""
+ECHO_SMALL = """
+task: echo
+data: {total_series_length: 6000, eval_series_length: 1500, truncated_backprop_length: 15}
+model: {name: tanh-rnn, units: 4}
+train: {epochs: 3, batch_size: 5, seed: 7, verbose: 0, optimizer: {learning_rate: 0.02}}
+"""
+
+
+def zoo(*args: str, cwd: Path | str | None = None, env: dict | None = None,
+        timeout: float = 900) -> subprocess.CompletedProcess:
+    """`zoo ARGS` in a new process (this checkout's zoo), output captured as text; ``env`` is
+    its whole environment (default: this process's)."""
+    return subprocess.run([sys.executable, "-m", "zoo.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(autouse=True, scope="session")

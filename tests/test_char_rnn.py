@@ -12,6 +12,8 @@ from conftest import write
 from zoo.errors import ZooError
 from zoo.recipe import load_recipe
 
+pytestmark = pytest.mark.slow   # trains char models
+
 NAMES = ["ALICE", "BOB", "FIRST WITCH", "KING"]
 WORDS = ("the king is dead long live the queen and all her men who go to war for a crown "
          "of gold but find only ashes in the morning light").split()

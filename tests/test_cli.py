@@ -2,12 +2,11 @@ import re
 import subprocess
 import sys
 
-from conftest import RECIPES
+import pytest
 
+from conftest import RECIPES, zoo
 
-def zoo(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "zoo.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=120)
+pytestmark = pytest.mark.slow   # runs the zoo command in processes
 
 
 def test_models_lists_without_tensorflow():

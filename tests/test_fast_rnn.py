@@ -307,6 +307,7 @@ def test_bidirectional(kind, merge_mode, spy_fast):
     assert len(spy_fast) == 4  # forward and backward layer, twice
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_masked_model_trains_the_same(kind):
     """A small masked model (Embedding(mask_zero) -> 2 layers -> Dense) trained for two steps
@@ -408,6 +409,7 @@ def _char_model(module, kind):
     return keras.Model(inputs, keras.layers.Dense(2)(h))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_models_saved_with_keras_layers_load_and_predict_the_same(kind, tmp_path):
     """A model saved before this change (plain Keras layers) loads and predicts as before, and
@@ -558,6 +560,7 @@ def test_native_ops_reject_inconsistent_shapes():
     np.testing.assert_allclose(h_prev[:, :, 0], np.tanh([[0, 1], [0, 0], [0, 1]]), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_xla_compiled_training_takes_the_graph_path(native_calls, spy_fast):
     """XLA cannot compile a custom op: in a ``jit_compile=True`` function the native ops stand
     aside and the layer's forward and backward pass run (compiled) on the graph fast path,
@@ -604,6 +607,7 @@ def _native_in_subprocess(tmp_path, env):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_without_a_compiler_the_graph_path_runs(tmp_path):
     """A failed build (here a compiler that fails) leaves the graph fast path, with the reason
     in one line, and nothing half-written in the cache."""
@@ -614,12 +618,14 @@ def test_without_a_compiler_the_graph_path_runs(tmp_path):
     assert built == []
 
 
+@pytest.mark.slow
 def test_zoo_native_0_switches_the_native_ops_off(tmp_path):
     got = _native_in_subprocess(tmp_path, {"ZOO_NATIVE": "0"})
     assert got == {"why": "switched off by ZOO_NATIVE", "same": True}
     assert not (tmp_path / "cache").exists()
 
 
+@pytest.mark.slow
 def test_processes_that_start_together_build_the_native_ops_once(tmp_path):
     """Two processes on an empty build cache at once: one builds (under a file lock), the
     other waits and loads the same library; no temporary file is left behind."""

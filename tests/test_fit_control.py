@@ -11,6 +11,8 @@ from conftest import write
 from zoo.engine import run
 from zoo.recipe import load_recipe
 
+pytestmark = pytest.mark.slow   # trains through the engine
+
 ECHO = """
 task: echo
 data: {total_series_length: 1500, eval_series_length: 750, truncated_backprop_length: 15}
@@ -133,3 +135,19 @@ def test_auto_epochs_of_several_passes_resume_as_if_never_stopped(store, tmp_pat
     tags = _tags(store, resumed.run_id)
     assert tags["zoo.passes_per_epoch"] == "3" and tags["zoo.stopped"] == _tags(
         store, straight.run_id)["zoo.stopped"]
+
+
+def test_the_console_tells_the_truth_about_auto_epochs_and_the_budget(store, tmp_path, capsys):
+    """Under epochs: auto no `Epoch 1/1000` but what ends training and the time left; an epoch
+    that the budget cuts short says after how many of its steps."""
+    res = _run(tmp_path, "train.epochs=auto", "train.time_budget=0.02", "train.verbose=2",
+               "data.total_series_length=60000")
+    out = capsys.readouterr().out
+    assert "Epoch " not in out and "/1000" not in out, out
+    headers = [ln for ln in out.splitlines() if ln.startswith("epoch ")]
+    assert len(headers) == res.epochs_run >= 1, out
+    assert re.fullmatch(r"epoch 1 \(auto: until val_loss stops improving, [\d.]+ of 0\.02 min "
+                        r"left\)", headers[0]), headers
+    m = re.search(r"stopped by the time budget after (\d+) of (\d+) steps", out)
+    assert m and int(m.group(1)) < int(m.group(2)) == 800, out
+    assert _tags(store, res.run_id)["zoo.stopped"].endswith("the last one cut short)")

@@ -240,9 +240,7 @@ def _gradients(layer, x, h0, mask, seed=6, training=False):
 
 @pytest.mark.parametrize("mode", GRADIENT_MODES)
 def test_gradients_equal_simple_rnn(mode, path, monkeypatch):
-    """TanhRNN's gradients (hand-written for tanh) equal autodiff through SimpleRNN; blocks of
-    3 steps exercise the blocked weight gradients of the unrolled path."""
-    monkeypatch.setattr(zoo_layers, "_GRAD_BLOCK", 3)
+    """TanhRNN's gradients (hand-written for tanh) equal autodiff through SimpleRNN."""
     x, h0, mask = _data(seed=5)
     for m in (None, mask):
         simple, tanh = _pair(weight_seed=7, **GRADIENT_MODES[mode])
@@ -257,7 +255,6 @@ def test_gradients_equal_simple_rnn(mode, path, monkeypatch):
 def test_handwritten_gradient_equals_autodiff_through_the_loop(mode, path, monkeypatch):
     """The same with recurrent dropout (which SimpleRNN cannot share): the hand-written
     backward pass against autodiff through TanhRNN's own loop, same seed, same masks."""
-    monkeypatch.setattr(zoo_layers, "_GRAD_BLOCK", 4)
     x, h0, mask = _data(seed=8)
     kwargs = dict(dropout=0.3, recurrent_dropout=0.4, seed=5, **GRADIENT_MODES[mode])
     for m in (None, mask):
@@ -387,6 +384,7 @@ def test_bidirectional_stateful_and_reset(path):
         _assert_close(tanh(x), simple(x))
 
 
+@pytest.mark.slow
 def test_bidirectional_in_a_masked_model_trains():
     inputs = keras.Input((None,), dtype="int32")
     h = keras.layers.Embedding(11, FEATURES, mask_zero=True)(inputs)
@@ -514,6 +512,7 @@ def test_units_must_be_positive():
     ("tanh-rnn", {"layers": 2, "units": 8}),
     ("bi-tanh-rnn", {"units": 8, "return_sequences": True}),
 ])
+@pytest.mark.slow
 def test_registered_builders_apply_and_train(name, kwargs):
     import zoo
 
@@ -587,6 +586,7 @@ print(json.dumps({"ok": True}))
 """
 
 
+@pytest.mark.slow
 def test_tanh_rnn_runs_on_the_jax_backend():
     """TanhRNN is keras.ops code over keras.layers.RNN: it runs (masks, go_backwards, states,
     Bidirectional, training) on JAX, in a process of its own."""

@@ -17,16 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write
+from conftest import ECHO_SMALL, write
 from zoo.errors import ZooError
 from zoo.recipe import load_recipe
 
-ECHO = """
-task: echo
-data: {total_series_length: 6000, eval_series_length: 1500, truncated_backprop_length: 15}
-model: {name: tanh-rnn, units: 4}
-train: {epochs: 3, batch_size: 5, seed: 7, verbose: 0, optimizer: {learning_rate: 0.02}}
-"""
+pytestmark = pytest.mark.slow   # trains and loads in other processes
+
+ECHO = ECHO_SMALL
 SERIES = "1 0 1 1 0 0 1 0 1 1 1 0 0 0 1 1 0 1 0 0"
 ECHOED = "0 0 0 " + " ".join(SERIES.split()[:-3])
 

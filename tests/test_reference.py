@@ -198,7 +198,6 @@ def test_tanh_rnn_gradients_equal_reference_bptt_and_central_differences(float64
         monkeypatch.setattr(layers, "_SPLIT_MIN_UNITS", 1)  # split even these few units
     else:
         monkeypatch.setattr(layers, "_BATCH_PARTS", 1)
-    monkeypatch.setattr(layers, "_GRAD_BLOCK", 3)  # blocks of 3, 3, 2 steps
     net = NumpyRNN.random(4, 5, seed=20, scale=2.0)
     x, s0, G = _batch(net, seed=21)
     layer = _tanh_rnn(keras, net)

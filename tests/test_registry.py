@@ -54,6 +54,7 @@ def test_register_twice_is_an_error():
         register_model("lstm", layer="LSTM", description="again")(lambda **kw: [])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ALL)
 def test_builders_make_a_trainable_body(name):
     import keras
@@ -84,6 +85,7 @@ def test_last_state_body():
     assert tuple(y.shape) == (None, 6)
 
 
+@pytest.mark.slow
 def test_entry_point_plugin(tmp_path):
     """A package that declares a `zoo.models` entry point shows up in `zoo models`."""
     pkg = tmp_path / "zooplugin_demo"

@@ -11,25 +11,15 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, write
+from conftest import ECHO_TINY, ROOT, write, zoo
 from zoo.errors import ZooError
 
-ECHO = """
-task: echo
-data: {total_series_length: 3000, eval_series_length: 1500, truncated_backprop_length: 15}
-model: {name: tanh-rnn, units: 4}
-train: {epochs: 2, batch_size: 5, seed: 1, optimizer: {learning_rate: 0.02}}
-track: {registered_name: echo-rel}
-"""
+pytestmark = pytest.mark.slow   # trains, starts and kills processes
 
-
-def zoo(*args: str, cwd: Path, env: dict | None = None, timeout: float = 600):
-    return subprocess.run([sys.executable, "-m", "zoo.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=timeout)
+ECHO = ECHO_TINY + "track: {registered_name: echo-rel}\n"
 
 
 def _client(uri: str):
@@ -76,7 +66,7 @@ def test_four_runs_at_once_on_a_store_that_does_not_exist(tmp_path):
 @pytest.mark.parametrize("args", [("run", "recipes/echo.yaml"), ("models", "--registered"),
                                   ("predict", "echo-rel", "1 0 1")])
 def test_unreachable_server_is_one_line_in_seconds(tmp_path, args):
-    env = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
     t = time.perf_counter()
     out = zoo(*args, cwd=ROOT, env=env, timeout=120)
     seconds = time.perf_counter() - t
@@ -95,7 +85,7 @@ def test_cache_follows_the_store_after_it_is_recreated(tmp_path):
     import shutil
 
     recipe = write(tmp_path / "echo.yaml", ECHO)
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
            "ZOO_MODEL_CACHE": str(tmp_path / "cache")}
     code = "import json, zoo; m = zoo.load('echo-rel'); print(json.dumps([m.version, m.metrics]))"
 
@@ -146,7 +136,7 @@ def test_refused_before_anything_is_written(tmp_path, overrides, message):
     recipe = write(tmp_path / "char.yaml", CHAR)
     sets = [a for o in overrides for a in ("--set", o)]
     out = zoo("run", str(recipe), *sets, cwd=tmp_path,
-              env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"})
+              env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"})
     assert out.returncode == 2, out.stderr
     errors = [line for line in out.stderr.splitlines() if line.startswith("zoo: error:")]
     assert len(errors) == 1 and message in errors[0], out.stderr
@@ -170,7 +160,7 @@ def test_data_errors_leave_no_store(tmp_path):
     folder = tmp_path / "data.csv"
     folder.mkdir()
     write(tmp_path / "one.csv", "text,label\ngood,pos\nfine,pos\nnice,pos\ngreat,pos\n")
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"}
     for path in ("one.csv", "data.csv"):
         out = zoo("run", str(ROOT / "recipes" / "sentiment.yaml"), "--set",
                   f"data.path={tmp_path / path}", cwd=tmp_path, env=env)
@@ -207,7 +197,7 @@ def test_killed_run_is_marked_killed_next_time(tmp_path):
     hard.wait(timeout=60)
     soft.communicate(timeout=120)
     assert soft.returncode == 130
-    out = zoo("models", "--registered", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": uri})
+    out = zoo("models", "--registered", cwd=tmp_path, env={**os.environ, "MLFLOW_TRACKING_URI": uri})
     assert out.returncode == 0, out.stderr
     runs = c.search_runs([e.experiment_id for e in c.search_experiments()])
     assert {r.info.status for r in runs} == {"KILLED"}, [r.info.status for r in runs]
@@ -215,17 +205,22 @@ def test_killed_run_is_marked_killed_next_time(tmp_path):
 
 def test_never_promoted_unless_it_beats_the_baseline(store):
     from zoo import tracking
+    from zoo.publish import baseline_guard
+    from zoo.tasks import get_task
 
+    echo = get_task("echo")
     c = _client(store)
     c.create_registered_model("base-test")
     for value in ("0.40", "0.55"):
         mv = c.create_model_version("base-test", "file:///nowhere", run_id=None)
         c.set_model_version_tag("base-test", mv.version, "test_accuracy", value)
+    below = baseline_guard(echo, {"accuracy": 0.4, "baseline_accuracy": 0.5}, 1000)
     d = tracking.promote(c, "base-test", "1", metric="test_accuracy", greater_is_better=True,
-                         policy="always", fast_dev_run=False, baseline=0.5)
+                         policy="always", fast_dev_run=False, guard=below)
     assert not d["promoted"] and "does not beat the trivial baseline 0.5" in d["reason"]
+    above = baseline_guard(echo, {"accuracy": 0.55, "baseline_accuracy": 0.5}, 1000)
     d = tracking.promote(c, "base-test", "2", metric="test_accuracy", greater_is_better=True,
-                         policy="if-better", fast_dev_run=False, baseline=0.5)
+                         policy="if-better", fast_dev_run=False, guard=above)
     assert d["promoted"]
 
 
@@ -255,7 +250,7 @@ def char_model(tmp_path_factory):
         train: {epochs: 1, batch_size: 16}
         track: {registered_name: char-rel}
         """))
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}",
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}",
            "ZOO_MODEL_CACHE": str(tmp / "cache")}
     out = zoo("run", str(recipe), cwd=tmp, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -307,7 +302,7 @@ def test_unwritable_places_are_one_line(char_model, tmp_path):
     out = zoo("predict", "char-rel", "x", cwd=tmp, env={**env, "ZOO_MODEL_CACHE": str(blocker / "cache")})
     assert out.returncode == 2 and "model cache" in out.stderr, out.stderr
     run = zoo("run", str(ROOT / "recipes" / "echo.yaml"), cwd=tmp_path,
-              env={"MLFLOW_TRACKING_URI": f"sqlite:///{blocker}/store/mlflow.db"})
+              env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{blocker}/store/mlflow.db"})
     assert run.returncode == 2 and "cannot be written" in run.stderr and str(blocker) in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
 

@@ -12,6 +12,8 @@ from conftest import write
 from zoo.errors import ZooError
 from zoo.recipe import load_recipe
 
+pytestmark = pytest.mark.slow   # trains sentiment models
+
 GOOD = ["a gripping film", "beautifully acted and moving", "great fun", "superb and warm",
         "a delight", "wonderful story", "brilliant cast", "lovely and smart"]
 BAD = ["dull and far too long", "a boring mess", "awful script", "tedious and flat",

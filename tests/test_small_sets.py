@@ -14,6 +14,8 @@ from conftest import RECIPES, write
 from zoo.engine import run
 from zoo.recipe import load_recipe
 
+pytestmark = pytest.mark.slow   # trains every builder
+
 GOOD = ["good", "great", "nice", "happy", "lovely"]
 BAD = ["bad", "awful", "sad", "boring", "ugly"]
 TEMPLATES = ["{}", "not {}", "it is {}", "it is not {}", "i am {}", "i am not {}",

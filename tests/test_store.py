@@ -14,25 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, write
+from conftest import ECHO_TINY, ROOT, write, zoo
 
-ECHO = """
-task: echo
-data: {total_series_length: 3000, eval_series_length: 1500, truncated_backprop_length: 15}
-model: {name: tanh-rnn, units: 4}
-train: {epochs: 2, batch_size: 5, seed: 1, optimizer: {learning_rate: 0.02}}
-track: {registered_name: echo-far}
-"""
+pytestmark = pytest.mark.slow   # trains in other processes
+
+ECHO = ECHO_TINY + "track: {registered_name: echo-far}\n"
 
 
 def _env(config: Path, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     return {**env, "XDG_CONFIG_HOME": str(config), **extra}
-
-
-def zoo(*args, cwd: Path, env: dict, timeout: float = 600):
-    return subprocess.run([sys.executable, "-m", "zoo.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def _files(folder: Path) -> list[Path]:

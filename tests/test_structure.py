@@ -97,6 +97,7 @@ def test_mlflow_only_in_tracking():
     ("model.units=12.0", "model.units: expected int, got 12.0"),
     ("model.recurrent_activation=sigmod", "model.recurrent_activation: unknown value 'sigmod'"),
 ])
+@pytest.mark.slow
 def test_bad_builder_values_refused_without_tensorflow(override, message):
     recipe = ROOT / "recipes" / "sentiment.yaml"
     code = textwrap.dedent(f"""
@@ -131,6 +132,7 @@ def test_listed_activations_are_keras_activations():
         assert callable(keras.activations.get(name)), name
 
 
+@pytest.mark.slow
 def test_models_name_prints_hyperparameters():
     out = subprocess.run([sys.executable, "-m", "zoo.cli", "models", "bi-lstm"],
                          capture_output=True, text=True, timeout=60)
@@ -139,6 +141,7 @@ def test_models_name_prints_hyperparameters():
         assert word in out.stdout
 
 
+@pytest.mark.slow
 def test_plugin_builder_trains_through_a_recipe(tmp_path, store):
     """A builder from another package, registered through the entry point only, trains."""
     pkg = tmp_path / "plug" / "zooplugin_gated"

@@ -14,9 +14,9 @@ import time
 import pytest
 
 import pg
-from conftest import RECIPES, write
+from conftest import RECIPES, write, zoo
 
-pytestmark = pytest.mark.timeout(1200)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]   # runs sweeps on Ray
 
 # Tiny echo data: a trial trains in seconds; a learning rate of 1e39 overflows to NaN (a
 # failing trial, as a diverging or out-of-memory one would).
@@ -45,11 +45,6 @@ GRID = """\
   space:
     train.optimizer.learning_rate: {{choice: [0.3, 1.0e+39, 1.0]}}
 """
-
-
-def zoo(*args, env=None, timeout=900):
-    return subprocess.run([sys.executable, "-m", "zoo.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env)
 
 
 def recipe(tmp_path, sweep: str, name="tiny.yaml"):
@@ -127,6 +122,55 @@ def test_a_cluster_refuses_a_local_sqlite_store(store, tmp_path):
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()   # nothing was created
 
 
+def _sweep_in_process(args, capsys):
+    from zoo.cli import main
+
+    t0 = time.time()
+    rc = main(["sweep", *args])
+    err = capsys.readouterr().err
+    return rc, err.strip().splitlines(), time.time() - t0
+
+
+def test_an_unreachable_store_fails_in_one_line(store, tmp_path, monkeypatch, capsys):
+    path = str(recipe(tmp_path, GRID.format(conc=2)))
+    for args, env in [(["--store", "http://127.0.0.1:9"], None),
+                      ([], "http://127.0.0.1:9"),
+                      (["--address", "10.1.2.3:6379"], "http://127.0.0.1:9")]:
+        if env:
+            monkeypatch.setenv("MLFLOW_TRACKING_URI", env)
+        rc, lines, took = _sweep_in_process([path, *args], capsys)
+        assert rc == 2 and len(lines) == 1, lines
+        assert "http://127.0.0.1:9" in lines[0] and "cannot be reached" in lines[0], lines
+        assert took < 10
+
+
+def test_an_unreachable_ray_cluster_fails_in_one_line(tmp_path, monkeypatch, capsys):
+    import http.server
+    import threading
+
+    class Health(http.server.BaseHTTPRequestHandler):   # a tracking server's /health, no more
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{server.server_port}")
+        path = str(recipe(tmp_path, GRID.format(conc=2)))
+        for address in ("127.0.0.1:9", "ray://127.0.0.1:9"):
+            rc, lines, took = _sweep_in_process([path, "--address", address], capsys)
+            assert rc == 2 and len(lines) == 1, lines
+            assert f"--address {address}: the Ray cluster cannot be reached" in lines[0], lines
+            assert took < 10
+    finally:
+        server.shutdown()
+
+
 def test_without_ray_it_names_the_extra(store, tmp_path):
     path = recipe(tmp_path, GRID.format(conc=2))
     code = ("import sys; sys.modules['ray'] = None; from zoo.cli import main; "
@@ -173,6 +217,11 @@ def test_local_sweep_tracks_every_trial_tolerates_a_failure_and_registers_the_be
     versions = c.search_model_versions("name='tiny-echo'")
     assert len(versions) == 1 and versions[0].run_id == best_id        # only the best
     assert versions[0].tags["zoo.sweep.parent"] == parent_id
+    assert versions[0].tags["zoo.guard.passed"] == "true"
+    card = versions[0].description               # the same model card as `zoo run` writes
+    assert card.startswith(f"# tiny-echo version {versions[0].version}\n")
+    assert "better than the trivial baseline" in card and "## How to use it" in card
+    assert c.get_run(best_id).data.tags["mlflow.note.content"] == card
     assert c.get_model_version_by_alias("tiny-echo", "champion").version == versions[0].version
     artifacts = {a.path for a in c.list_artifacts(parent_id, "sweep")}
     artifacts |= {a.path for a in c.list_artifacts(parent_id, "plots")}
@@ -180,6 +229,29 @@ def test_local_sweep_tracks_every_trial_tolerates_a_failure_and_registers_the_be
     table = out.stdout.splitlines()
     assert table[0].split()[:4] == ["#", "run", "outcome", "train.optimizer.learning_rate"]
     assert sum("finished" in ln for ln in table) == 2 and sum(" failed " in ln for ln in table) == 1
+
+
+def test_a_sweep_worse_than_the_baseline_registers_its_versions_but_crowns_none(store, tmp_path):
+    path = recipe(tmp_path, """\
+  search: grid
+  scheduler: none
+  max_concurrent: 2
+  register: all
+  space:
+    train.optimizer.learning_rate: {choice: [1.0e+5, 1.0e+6]}
+""")
+    out = zoo("sweep", str(path), "--set", "train.optimizer.name=adam", "--set", "train.epochs=1")
+    assert out.returncode == 0, out.stderr[-3000:]
+    from zoo.tracking import client
+
+    c = client()
+    versions = c.search_model_versions("name='tiny-echo'")
+    assert len(versions) == 2                                   # both registered (all)
+    assert not c.get_registered_model("tiny-echo").aliases      # and neither crowned
+    for v in versions:
+        assert v.tags["zoo.guard.passed"] == "false"
+        assert "**not better than the trivial baseline**" in v.description
+    assert "not promoted: not better than the trivial baseline" in out.stderr
 
 
 def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(store, tmp_path):

@@ -12,6 +12,8 @@ from conftest import write
 from zoo.errors import ZooError
 from zoo.recipe import load_recipe
 
+pytestmark = pytest.mark.slow   # trains and warm-starts models
+
 GOOD = ["gripping", "moving", "superb", "warm", "wonderful", "brilliant", "lovely", "smart"]
 BAD = ["dull", "boring", "awful", "tedious", "clumsy", "terrible", "flat", "messy"]
 
@@ -137,10 +139,10 @@ def test_a_source_without_words_is_refused(store, tmp_path):
 task: {name: char-rnn, embedding_dim: 16}
 data: {path: chars.txt, seq_len: 20}
 model: {name: lstm, units: 16}
-train: {epochs: 1, batch_size: 8, verbose: 0}
+train: {epochs: 1, batch_size: 8, verbose: 0, optimizer: {learning_rate: 0.02}}
 track: {registered_name: review-lm}
 """)
-    _run(tmp_path / "c.yaml")
+    assert _run(tmp_path / "c.yaml").promoted   # it learned: beyond the trivial baseline
     with pytest.raises(ZooError, match=r"model.init_from: review-lm@champion is a char-rnn "
                                        r"model, which has no word vocabulary"):
         _run(_classifier(tmp_path))

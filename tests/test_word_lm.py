@@ -12,6 +12,8 @@ from conftest import write
 from zoo.errors import ZooError
 from zoo.recipe import load_recipe
 
+pytestmark = pytest.mark.slow   # trains word models
+
 SUBJECTS = ["the king", "the queen", "my lord", "the fool", "a soldier"]
 VERBS = ["speaks", "laughs", "weeps", "waits", "sings"]
 ENDS = ["in the hall.", "at the gate.", "by the sea.", "with the night.", "for the crown."]

@@ -14,7 +14,10 @@ def _value(v: Any) -> str:
 def model_card(*, name: str, version: str | None, task: str, main_metric: str,
                greater_is_better: bool, data_info: dict[str, Any], data_hash: str,
                model: dict[str, Any], metrics: dict[str, float], examples: list[str],
-               generates: bool, recipe_path: str) -> str:
+               generates: bool, recipe_path: str, guard=None) -> str:
+    """The card's Markdown.  ``guard`` is the baseline guard's decision
+    (:class:`zoo.publish.Guard`): the card says "not better than the trivial baseline" where
+    the model is not, beyond the test split's noise."""
     hp = ", ".join(f"{k}={_value(v)}" for k, v in model.items() if k != "name")
     rows = [f"| {k} | {_value(v)} |" for k, v in sorted(metrics.items())
             if not k.startswith("baseline_")]
@@ -22,10 +25,12 @@ def model_card(*, name: str, version: str | None, task: str, main_metric: str,
     base = metrics.get(f"baseline_{main_metric}")
     vs = ""
     if main is not None and base is not None:
-        better = main > base if greater_is_better else main < base
+        verdict = ("" if guard is None else
+                   "better than the trivial baseline" if guard.passed else
+                   "**not better than the trivial baseline**")
         vs = (f"**{main_metric} {main:.4g}** against the trivial baseline's {base:.4g} "
-              f"({'better' if better else 'not better'}; "
-              f"{'higher' if greater_is_better else 'lower'} is better).")
+              f"({'higher' if greater_is_better else 'lower'} is better): {verdict}"
+              + (f" ({guard.reason.split(': ', 1)[-1]})." if guard is not None else "."))
     data = ", ".join(f"{k}: {_value(v)}" for k, v in data_info.items())
     spec = f"{name}/{version}" if version else name
     lines = [

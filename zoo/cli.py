@@ -129,11 +129,28 @@ def cmd_run(args) -> int:
     from zoo.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.set or [])
+    from zoo import store
     from zoo.engine import run
 
-    result = run(recipe, fast_dev_run=args.fast_dev_run, resume=args.resume, echo=_say)
+    s = store.resolve()
+    creates = not s.exists()
+    try:
+        result = run(recipe, fast_dev_run=args.fast_dev_run, resume=args.resume, echo=_say)
+    finally:
+        _default_to_new_store(s, creates)
     print(run_summary(result))
     return 0
+
+
+def _default_to_new_store(s, created: bool) -> None:
+    """A first `zoo run` that created ./mlruns makes it the user's default store (when none
+    is set), so that later commands from any folder find its models."""
+    from zoo import store
+
+    if created and s.exists() and s.how.startswith("./mlruns") and store.default_store() is None:
+        config = store.set_default(s.uri)
+        _say(f"zoo: created the store {s.uri} and made it your default store ({config}); "
+             "`zoo store` shows it, `zoo store use URI` changes it")
 
 
 def cmd_store(args) -> int:

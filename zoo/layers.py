@@ -46,9 +46,6 @@ _SPLIT_MIN_UNITS = 256
 # False sends every call through Keras's loop (autodiff through the cell): the tests compare.
 _HANDWRITTEN_GRADIENT = True
 
-# Kept for callers that set it; the fast path computes the weight gradients in one block.
-_GRAD_BLOCK = 10
-
 _TANH = {activations.tanh, ops.tanh}
 _SIGMOID = {activations.sigmoid, ops.sigmoid}
 

@@ -85,12 +85,8 @@ class LRSchedule(Strict):
         "(Keras's CosineDecay alpha)."))
 
 
-AUTO_MAX_EPOCHS = 1000   # with epochs: auto, training stops on early stopping or the budget
-AUTO_PATIENCE = 2
-AUTO_MIN_STEPS = 50   # with epochs: auto, an epoch is whole passes of at least this many steps
-AUTO_MIN_DELTA = 1e-3  # ... val_loss must fall by more than this (nats) to count as improving
-AUTO_LEARNED = 0.9     # ... patience starts once training loss is below 0.9x the first epoch's
-AUTO_GRACE_EPOCHS = 20  # ... or after this many epochs at the latest
+AUTO_MAX_EPOCHS = 1000   # the cap under epochs: auto (Train.max_epochs); what stops training
+# sooner, early stopping and the time budget, lives with its constants in zoo.callbacks
 
 
 class Train(Strict):
@@ -445,13 +441,32 @@ def _validate(model_cls: type[BaseModel], values: Any, path: Path, section: str)
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read, resolve and validate a recipe.  Raises ZooError with one clear line on any mistake."""
-    from zoo.registry import model_info, validate_params
-    from zoo.tasks import get_task, list_tasks
-
     path = Path(path)
+    return _recipe(path, _read(path, overrides))
+
+
+def load_recipe_and_section(path: str | Path, overrides: list[str] | tuple[str, ...],
+                            section: str, schema: type[BaseModel]):
+    """A recipe and one of the sections a plain run ignores (``sweep``), read once: the recipe
+    as :func:`load_recipe` makes it, the section validated against ``schema`` (None if the
+    recipe has none) and as written (extends resolved, ``--set section.…`` applied)."""
+    path = Path(path)
+    data = _read(path, overrides)
+    raw = data.get(section)
+    return _recipe(path, data), None if raw is None else _validate(schema, raw, path, section), raw
+
+
+def _read(path: Path, overrides) -> dict[str, Any]:
+    """The recipe's data: extends resolved, ``--set`` overrides applied."""
     data = _load_with_extends(path)
     for assignment in overrides:
         apply_override(data, assignment, path)
+    return data
+
+
+def _recipe(path: Path, data: dict[str, Any]) -> Recipe:
+    from zoo.registry import model_info, validate_params
+    from zoo.tasks import get_task, list_tasks
 
     task_section = data.get("task")
     if task_section is None:

@@ -167,6 +167,12 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+# The tags run_tags() sets: on the run, and on the version registered from it.
+RUN_TAG_KEYS = ("zoo.task", "zoo.model", "zoo.version", "zoo.recipe_hash", "zoo.data_hash",
+                "zoo.fast_dev_run", "zoo.recipe_path", "mlflow.source.git.commit",
+                "zoo.git_commit")
+
+
 def run_tags(recipe, data_hash: str, fast_dev_run: bool) -> dict[str, str]:
     from zoo.version import __version__
 
@@ -201,7 +207,7 @@ def find_run(run_id: str) -> dict[str, Any]:
 
 
 class TrackedRun:
-    """One MLflow run: start (or resume) it, log to it, register its model, finish it.
+    """One MLflow run: start (or resume) it, log to it, finish it.
 
     Used as a context manager: leaving the block normally marks the run FINISHED, an exception
     FAILED, an interrupt KILLED."""
@@ -300,15 +306,11 @@ class TrackedRun:
                         raise
                     time.sleep(0.2 * (attempt + 1))
 
-    def describe(self, markdown: str) -> None:
-        """The run's description (its model card), shown on the run page."""
-        self.set_tags({"mlflow.note.content": markdown})
-
     # ----- the model ---------------------------------------------------------------------------
     def log_model(self, bundle: Path, input_example: Any) -> str:
         """Log the bundle as an MLflow pyfunc model whose code is the installed zoo package
         (``loader_module``; the artifacts hold only data).  Returns the model's URI, also kept
-        on the run as the tag ``zoo.model_uri`` (a sweep registers its best trial from it)."""
+        on the run as the tag ``zoo.model_uri`` (what publishing a sweep's trial reads)."""
         import warnings
 
         with warnings.catch_warnings():
@@ -320,16 +322,16 @@ class TrackedRun:
         self.set_tags({"zoo.model_uri": info.model_uri})
         return info.model_uri
 
-    def promote(self, name: str, version: str, *, metric: str, greater_is_better: bool,
-                policy: str, fast_dev_run: bool, baseline: float | None = None) -> dict[str, Any]:
-        """Apply ``track.promote`` to a new version (see :func:`promote`) and record the
-        decision on the run."""
-        with store.lock(self.store):
-            decision = _retrying(lambda: promote(
-                self.client, name, version, metric=metric, greater_is_better=greater_is_better,
-                policy=policy, fast_dev_run=fast_dev_run, baseline=baseline))
-        self.set_tags({f"zoo.promotion.{k}": "" if v is None else str(v) for k, v in decision.items()})
-        return decision
+
+def describe_run(run_id: str, markdown: str) -> None:
+    """The run's description (its model card), shown on the run page."""
+    set_run_tags(run_id, {"mlflow.note.content": markdown})
+
+
+def load_run_text(run_id: str, path: str) -> str:
+    """A text artifact of a run."""
+    mlflow = _mlflow()
+    return _retrying(lambda: mlflow.artifacts.load_text(f"runs:/{run_id}/{path}"))
 
 
 def describe_version(name: str, version: str, markdown: str) -> None:
@@ -361,12 +363,24 @@ def _version_metric(mv, metric: str) -> float | None:
         return None
 
 
+def promote_run(run_id: str, name: str, version: str, **rule) -> dict[str, Any]:
+    """:func:`promote` under the store's lock (concurrent runs and sweeps on one store), the
+    decision recorded on the run (``zoo.promotion.*``)."""
+    s = store.resolve()
+    c = client(s)
+    with store.lock(s):
+        decision = _retrying(lambda: promote(c, name, version, **rule))
+    set_run_tags(run_id, {f"zoo.promotion.{k}": "" if v is None else str(v)
+                          for k, v in decision.items()})
+    return decision
+
+
 def promote(client, name: str, version: str, *, metric: str, greater_is_better: bool,
-            policy: str, fast_dev_run: bool, baseline: float | None = None) -> dict[str, Any]:
+            policy: str, fast_dev_run: bool, guard=None) -> dict[str, Any]:
     """Move the champion alias to a new version when the policy says so, and never to a
-    version that does not beat the task's trivial ``baseline`` on ``metric``.  Every move is
-    recorded on the new version (which version it replaced, and when).  Returns the decision,
-    with the metric and both values, for the run's log."""
+    version that fails the baseline ``guard`` (:func:`zoo.publish.baseline_guard`).  Every move
+    is recorded on the new version (which version it replaced, and when).  Returns the
+    decision, with the metric and both values, for the run's log."""
     from mlflow.exceptions import MlflowException
 
     new = client.get_model_version(name, version)
@@ -379,13 +393,10 @@ def promote(client, name: str, version: str, *, metric: str, greater_is_better: 
     decision: dict[str, Any] = {"policy": policy, "metric": metric, "new_value": new_value,
                                 "champion_version": str(current.version) if current else None,
                                 "champion_value": old_value}
-    beats = None if baseline is None or new_value is None else (
-        new_value > baseline if greater_is_better else new_value < baseline)
     if fast_dev_run:
         promoted, why = False, "fast dev runs are never promoted"
-    elif beats is False:
-        promoted, why = False, (f"{metric} {new_value:.6g} does not beat the trivial baseline "
-                                f"{baseline:.6g}")
+    elif guard is not None and not guard.passed:
+        promoted, why = False, guard.reason
     elif policy == "never":
         promoted, why = False, "track.promote is 'never'"
     elif policy == "always" or current is None:

@@ -56,6 +56,12 @@ class Task:
     Data: ClassVar[type[BaseModel]]
     main_metric: ClassVar[str]             # a key of evaluate()'s result, e.g. "accuracy"
     greater_is_better: ClassVar[bool] = True
+    # Which way each metric of evaluate() (and of the epoch logs, with val_) improves: "max" or
+    # "min" (a key may be a wildcard, e.g. "recall_*").  A sweep's mode comes from here; the main metric's must agree with greater_is_better.
+    directions: ClassVar[dict[str, str]] = {"loss": "min"}
+    # The main metric is a monotone function of the test loss (bits per character, perplexity):
+    # the baseline guard then measures its margin in nats of loss (see zoo.publish).
+    main_metric_from_loss: ClassVar[bool] = False
     return_sequences: ClassVar[bool] = True  # the body returns every step (else the last)
     stateful: ClassVar[bool] = False       # stateful body, static batch, no shuffling
     shuffle: ClassVar[bool] = True
@@ -69,6 +75,18 @@ class Task:
         self.options = recipe.task_options
         self.data = recipe.data
         self.init_source: LoadedModel | None = None   # model.init_from, loaded by the engine
+
+    @classmethod
+    def direction(cls, metric: str) -> str | None:
+        """"max" or "min" for a metric (``val_`` and ``test_`` prefixes ignored), None if the
+        task does not say."""
+        import fnmatch
+
+        bare = metric.removeprefix("val_").removeprefix("test_")
+        for pattern, way in cls.directions.items():
+            if fnmatch.fnmatchcase(bare, pattern):
+                return way
+        return None
 
     # ----- validation beyond the schema (files that must exist, cross-field rules) ---------
     @classmethod
@@ -139,9 +157,15 @@ class Task:
         return model
 
     def baseline(self, prepared: Prepared) -> dict[str, float]:
-        """The trivial baseline's test metrics (at least the main metric): a model is never
-        promoted unless it beats it.  Tasks without one return {}."""
+        """The trivial baseline's test metrics: the main metric and ``loss`` (in the units of
+        the model's test loss).  A model is never promoted unless it beats both (see
+        :func:`zoo.publish.baseline_guard`).  Tasks without one return {}."""
         return {}
+
+    def test_items(self, prepared: Prepared) -> int:
+        """How many independent scored items the test split holds (the ``n`` of the baseline
+        guard's noise rule): its scored targets."""
+        return scored_items(prepared.test)
 
     def epoch_artifacts(self, model, prepared: Prepared, epoch: int) -> dict[str, str]:
         """Text artifacts to log after each epoch: {file name: content}."""
@@ -220,17 +244,40 @@ class LoadedModel:
             yield text + "\n\n"
 
 
+def _class_weights(split: Split) -> np.ndarray:
+    w = np.ones(split.y.shape) if split.sample_weight is None else split.sample_weight
+    return w.ravel().astype(np.float64)
+
+
 def majority_accuracy(train: Split, test: Split) -> float:
     """Accuracy on ``test`` of always predicting the most frequent training class (weighted by
     the splits' sample weights where they have them)."""
     def counts(split: Split):
-        w = np.ones(split.y.shape) if split.sample_weight is None else split.sample_weight
-        return np.bincount(split.y.ravel().astype(np.int64), weights=w.ravel().astype(np.float64))
+        return np.bincount(split.y.ravel().astype(np.int64), weights=_class_weights(split))
 
     majority = int(np.argmax(counts(train)))
     test_counts = counts(test)
     total = test_counts.sum()
     return float(test_counts[majority] / total) if total and majority < len(test_counts) else 0.0
+
+
+def prior_loss(train: Split, test: Split, num_classes: int) -> float:
+    """Cross-entropy (nats) on ``test`` of always predicting the training split's class
+    frequencies (add-one smoothed, so that no class has probability 0), reduced as Keras reduces
+    the model's loss: weighted by the sample weights, divided by the number of positions."""
+    counts = np.ones(num_classes) + np.bincount(train.y.ravel().astype(np.int64),
+                                                weights=_class_weights(train),
+                                                minlength=num_classes)[:num_classes]
+    logp = np.log(counts / counts.sum())
+    return float(-(logp[test.y.ravel().astype(np.int64)] * _class_weights(test)).sum()
+                 / max(1, test.y.size))
+
+
+def scored_items(split: Split) -> int:
+    """How many targets of ``split`` are scored: those of non-zero sample weight, else all."""
+    if split.sample_weight is None:
+        return int(split.y.size)
+    return int(np.count_nonzero(split.sample_weight))
 
 
 def as_list(inputs: Any) -> list:

@@ -186,6 +186,9 @@ class CharRNNTask(Task):
     Data = CharRNNData
     main_metric = "bpc"
     greater_is_better = False
+    directions = {"loss": "min", "bpc": "min", "perplexity": "min", "window_loss": "min",
+                  "window_bpc": "min", "accuracy": "max"}
+    main_metric_from_loss = True
     generates = True
     loaded_class = CharRNNModel
 
@@ -317,7 +320,8 @@ class CharRNNTask(Task):
 
     def baseline(self, prepared: Prepared) -> dict[str, float]:
         """Every character of the vocabulary equally likely: log2(vocabulary size) bits."""
-        return {"bpc": math.log2(len(_vocab_from(prepared.preprocessing)))}
+        size = len(_vocab_from(prepared.preprocessing))
+        return {"bpc": math.log2(size), "loss": math.log(size)}
 
     def input_example(self, prepared: Prepared) -> Any:
         return [self.options.sample_prime]

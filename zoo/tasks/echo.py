@@ -19,7 +19,7 @@ from zoo.errors import ZooError
 from zoo.schema import Strict
 from zoo.tasks import register_task
 from zoo.tasks.base import (LoadedModel, Prepared, Split, Task, hash_arrays,
-                            in_rows, majority_accuracy, reset_states, sequence_network)
+                            in_rows, majority_accuracy, prior_loss, reset_states, sequence_network)
 
 
 class EchoData(Strict):
@@ -111,6 +111,7 @@ class EchoTask(Task):
     Data = EchoData
     main_metric = "accuracy"
     greater_is_better = True
+    directions = {"loss": "min", "accuracy": "max"}
     stateful = True
     shuffle = False
     loaded_class = EchoModel
@@ -156,8 +157,11 @@ class EchoTask(Task):
         return {"loss": "sparse_categorical_crossentropy", "weighted_metrics": ["accuracy"]}
 
     def baseline(self, prepared: Prepared) -> dict[str, float]:
-        """Always the most frequent class of the training series."""
-        return {"accuracy": majority_accuracy(prepared.train, prepared.test)}
+        """Always the most frequent class of the training series (accuracy); always the
+        training series' class frequencies (loss)."""
+        return {"accuracy": majority_accuracy(prepared.train, prepared.test),
+                "loss": prior_loss(prepared.train, prepared.test,
+                                   prepared.preprocessing["num_classes"])}
 
     def input_example(self, prepared: Prepared) -> Any:
         row = prepared.test.x[0, :, 0].astype(int)

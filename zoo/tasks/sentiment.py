@@ -24,7 +24,7 @@ from zoo.errors import ZooError
 from zoo.schema import Strict
 from zoo.tasks import register_task
 from zoo.tasks.base import (LoadedModel, Prepared, Split, Task, as_list, hash_arrays,
-                            majority_accuracy, package_url, sequence_network)
+                            majority_accuracy, package_url, prior_loss, sequence_network)
 
 FAST_EXAMPLES = 64
 
@@ -152,6 +152,8 @@ class SentimentTask(Task):
     Data = SentimentData
     main_metric = "accuracy"
     greater_is_better = True
+    directions = {"loss": "min", "accuracy": "max", "macro_f1": "max", "precision_*": "max",
+                  "recall_*": "max"}
     warm_starts = True
 
     @property
@@ -264,8 +266,11 @@ class SentimentTask(Task):
         return out
 
     def baseline(self, prepared: Prepared) -> dict[str, float]:
-        """Always the most frequent label of the training split."""
-        return {"accuracy": majority_accuracy(prepared.train, prepared.test)}
+        """Always the most frequent label of the training split (accuracy); always the
+        training split's label frequencies (loss)."""
+        return {"accuracy": majority_accuracy(prepared.train, prepared.test),
+                "loss": prior_loss(prepared.train, prepared.test,
+                                   len(prepared.preprocessing["labels"]))}
 
     def plots(self, model, prepared: Prepared, outdir: Path) -> list[Path]:
         from zoo import plots

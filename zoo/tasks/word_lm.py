@@ -151,6 +151,9 @@ class WordLMTask(Task):
     Data = WordLMData
     main_metric = "perplexity"
     greater_is_better = False
+    directions = {"loss": "min", "perplexity": "min", "unigram_perplexity": "min",
+                  "accuracy": "max"}
+    main_metric_from_loss = True
     generates = True
     loaded_class = WordLMModel
 
@@ -217,8 +220,11 @@ class WordLMTask(Task):
         return out
 
     def baseline(self, prepared: Prepared) -> dict[str, float]:
-        """The add-one-smoothed unigram model of the training words."""
-        return {"perplexity": unigram_perplexity(prepared.preprocessing, prepared.test)}
+        """The add-one-smoothed unigram model of the training words; its loss as Keras reduces
+        the model's (summed over the real words, divided by all positions, padding included)."""
+        ppl = unigram_perplexity(prepared.preprocessing, prepared.test)
+        y = prepared.test.y
+        return {"perplexity": ppl, "loss": math.log(ppl) * np.count_nonzero(y) / max(1, y.size)}
 
     def input_example(self, prepared: Prepared) -> Any:
         return ["2"]
