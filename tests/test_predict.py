@@ -222,3 +222,18 @@ track: {registered_name: echo-rows}
     with pytest.raises(ZooError, match="row 2:.*--strict"):
         predict_file(m, str(tmp_path / "series.txt"), tmp_path / "strict.jsonl", strict=True)
     assert not (tmp_path / "strict.jsonl").exists()
+
+
+def test_an_unreachable_ray_cluster_is_one_line(store, tmp_path, capsys):
+    """--address to a Ray cluster that does not answer: one line within seconds, no output."""
+    from zoo.cli import main
+
+    write(tmp_path / "in.txt", f"{GOOD}\n")
+    out = tmp_path / "out.csv"
+    t0 = time.time()
+    rc = main(["predict", "lstm-sentiment", "--input", str(tmp_path / "in.txt"),
+               "--output", str(out), "--address", "127.0.0.1:9"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1, lines
+    assert "--address 127.0.0.1:9: the Ray cluster cannot be reached" in lines[0], lines
+    assert time.time() - t0 < 10 and not out.exists()

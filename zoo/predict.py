@@ -539,22 +539,6 @@ def _ray_dataset(files: list[Path], column: str):
     return ds, column
 
 
-def _init_ray(address: str) -> None:
-    import ray
-
-    if address == "local":
-        # workers import zoo from where this process did (a checkout on PYTHONPATH included)
-        root = str(Path(__file__).resolve().parent.parent)
-        env = {k: v for k, v in os.environ.items()
-               if k.startswith(("ZOO_", "MLFLOW_", "TF_CPP_")) or k == "CUDA_VISIBLE_DEVICES"}
-        env["PYTHONPATH"] = os.pathsep.join(p for p in [root, os.environ.get("PYTHONPATH", "")] if p)
-        ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
-                 log_to_driver=False, runtime_env={"env_vars": env},
-                 configure_logging=True, logging_level="ERROR")
-    else:
-        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
-
-
 def predict_on_ray(model_spec: str, files: list[Path], column: str, writer: Writer, *,
                    address: str, strict: bool = False, chunk_size: int = CHUNK,
                    progress: Progress | None = None, keep_text: bool = False,
@@ -570,9 +554,10 @@ def predict_on_ray(model_spec: str, files: list[Path], column: str, writer: Writ
                        "pip install 'zoo[sweep]'") from None
     if not files:
         raise ZooError("zoo predict: --address needs --input FILE or DIR (not standard input)")
+    from zoo import ray_cluster, tracking
     from zoo import store as stores
-    from zoo import tracking
 
+    ray_cluster.check_address(address, "zoo predict: --address")
     s = stores.resolve(None)
     if address != "local" and tracking.is_local_store(s.uri):
         raise ZooError(f"zoo predict: --address {address}: the Ray workers load the model from "
@@ -583,7 +568,7 @@ def predict_on_ray(model_spec: str, files: list[Path], column: str, writer: Writ
     load(model_spec)   # a model that does not exist is one line here, not a worker's error
     started = not ray.is_initialized()
     if started:
-        _init_ray(address)
+        ray_cluster.init(address)
     import logging
 
     for name in ("ray.data", "ray"):

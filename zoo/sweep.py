@@ -174,7 +174,7 @@ def check_store(address: str | None) -> None:
     """Before anything starts: the store answers and can be written (the probe of `zoo run`,
     :func:`zoo.store.check`), every node of a Ray cluster can reach it, and the cluster's
     address answers.  Each a one-line ZooError, within seconds."""
-    from zoo import store, tracking
+    from zoo import ray_cluster, store, tracking
 
     s = store.resolve()
     store.check(s, write=True)
@@ -185,19 +185,7 @@ def check_store(address: str | None) -> None:
                        f"every node reaches, and {s.uri} is a local file; start "
                        "an MLflow tracking server (README, 'A team store') and set "
                        "MLFLOW_TRACKING_URI=http://HOST:PORT")
-    hostport = address.split("://", 1)[-1].split("/", 1)[0]
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        return   # a form Ray resolves itself
-    import socket
-
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=store.PROBE_TIMEOUT_S).close()
-    except OSError as exc:
-        why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        raise ZooError(f"--address {address}: the Ray cluster cannot be reached: {why}; start "
-                       "it (`ray start --head`), or leave --address and RAY_ADDRESS out to run "
-                       "on this machine") from None
+    ray_cluster.check_address(address)
 
 
 def _import_ray():
@@ -307,9 +295,9 @@ def _tune(sweep: Sweep, parent_id: str, experiment: str, address: str | None, do
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     res = sweep.section.resources_per_trial
     seed = sweep.section.seed if sweep.section.seed is not None else sweep.recipe.train.seed
-    env = {k: v for k, v in os.environ.items()
-           if k.startswith(("ZOO_", "MLFLOW_", "TF_CPP_")) or k == "CUDA_VISIBLE_DEVICES"}
-    env["MLFLOW_TRACKING_URI"] = tracking.tracking_uri()
+    from zoo import ray_cluster
+
+    env = {**ray_cluster.inherited_env(), "MLFLOW_TRACKING_URI": tracking.tracking_uri()}
     local = not address or address == "local"
     ctx = {"env": env, "cwd": str(Path.cwd()) if local else None,
            "recipe": str(Path(sweep.path).resolve()),
@@ -317,16 +305,7 @@ def _tune(sweep: Sweep, parent_id: str, experiment: str, address: str | None, do
                                               else ["train.verbose=0"])],
            "keys": sweep.keys, "grid": remaining_grid, "parent": parent_id,
            "experiment": experiment, "cpus": res.cpu}
-    if local:
-        # Workers import zoo from where this process did (a checkout on PYTHONPATH included).
-        root = str(Path(__file__).resolve().parent.parent)
-        pythonpath = os.pathsep.join(p for p in [root, os.environ.get("PYTHONPATH", "")] if p)
-        ray.init(address="local", num_cpus=os.cpu_count() or 1,
-                 num_gpus=None, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
-                 configure_logging=True, logging_level="ERROR")
-    else:
-        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+    ray_cluster.init(address, env)
     import logging
 
     for name in ("ray.tune", "ray.train", "ray.air"):
