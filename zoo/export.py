@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -192,9 +193,11 @@ def _write_saved_model(g: _Graphs, out: Path) -> dict[str, Any]:
 def _write_onnx(g: _Graphs, out: Path) -> dict[str, Any]:
     import tensorflow as tf
     import tf2onnx
-    from keras.src.export.tf2onnx_lib import patch_tf2onnx
+    with warnings.catch_warnings():   # the patch probes np.object, which numpy 2 warns about
+        warnings.simplefilter("ignore", FutureWarning)
+        from keras.src.export.tf2onnx_lib import patch_tf2onnx
 
-    patch_tf2onnx()  # what Keras's own ONNX export applies (tf2onnx 1.17 under numpy 2)
+        patch_tf2onnx()  # what Keras's own ONNX export applies (tf2onnx 1.17 under numpy 2)
     files = {}
     for name, (fn, spec) in g.endpoints().items():
         target = out / ("model.onnx" if name == "serve" else f"{name}.onnx")
