@@ -600,7 +600,7 @@ def _native_in_subprocess(tmp_path, env):
         "ref.build((None, 4, 2)); fast.build((None, 4, 2)); fast.set_weights(ref.get_weights())\n"
         "same = bool(np.allclose(fast(x), ref(x), atol=1e-5))\n"
         "print(json.dumps({'why': native.why_not(), 'same': same}))\n")
-    full = {**os.environ, "ZOO_CACHE_DIR": str(tmp_path / "cache"), **env}
+    full = {**os.environ, "ZOO_NATIVE_DIR": str(tmp_path / "cache"), **env}
     proc = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -621,18 +621,19 @@ def test_without_a_compiler_the_graph_path_runs(tmp_path):
 @pytest.mark.slow
 def test_zoo_native_0_switches_the_native_ops_off(tmp_path):
     got = _native_in_subprocess(tmp_path, {"ZOO_NATIVE": "0"})
-    assert got == {"why": "switched off by ZOO_NATIVE", "same": True}
+    assert got == {"why": "switched off by ZOO_NATIVE=0", "same": True}
     assert not (tmp_path / "cache").exists()
 
 
 @pytest.mark.slow
 def test_processes_that_start_together_build_the_native_ops_once(tmp_path):
     """Two processes on an empty build cache at once: one builds (under a file lock), the
-    other waits and loads the same library; no temporary file is left behind."""
+    other waits and loads the same library and its recorded digest; no temporary file is
+    left behind."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda _: _native_in_subprocess(tmp_path, {}), range(2)))
     assert results == [{"why": None, "same": True}] * 2
     files = sorted(p.name for p in (tmp_path / "cache").rglob("*") if p.is_file())
-    assert files == [".lock", "zoo_rnn_ops.so"]
+    assert files == [".lock", "zoo_rnn_ops.so", "zoo_rnn_ops.so.sha256"]
