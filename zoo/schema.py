@@ -17,7 +17,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import PydanticUndefined
 
 
@@ -25,6 +25,13 @@ class Strict(BaseModel):
     """Base of every recipe, task and sweep schema: unknown keys refused, numbers finite."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# ``data.encoding``, the same key in every task that reads the user's text files
+ENCODING: Any = Field("utf-8", description=(
+    "The text encoding of the file(s), any Python codec name (utf-8, latin-1, cp1252, "
+    "utf-16, ...). A UTF-8 byte-order mark is dropped; bytes that do not decode are refused "
+    "with the line and column."))
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import Field
 
 from zoo.errors import ZooError
-from zoo.schema import Strict
+from zoo.schema import ENCODING, Strict
 from zoo.tasks import register_task
 from zoo.tasks.base import (LoadedModel, Prepared, Split, Task, hash_arrays, in_rows,
                             read_corpus, resolve_data_path, sequence_network)
@@ -45,7 +45,7 @@ class CharRNNData(Strict):
         "null: Shakespeare's plays, with whole plays held out for validation and test. A file "
         "is split into contiguous parts: training first, then val_fraction, then test_fraction "
         "of its characters."))
-    encoding: str = Field("utf-8", description="The text encoding of the file(s), any Python codec name (utf-8, latin-1, cp1252, utf-16, ...). A UTF-8 byte-order mark is dropped; bytes that do not decode are refused with the line and column.")
+    encoding: str = ENCODING
     seq_len: int = Field(100, ge=1, description=(
         "Characters per training window (the steps backpropagation runs through); the target "
         "is the same window one character on."))

@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from zoo.errors import ZooError
-from zoo.schema import Strict
+from zoo.schema import ENCODING, Strict
 from zoo.tasks import register_task
 from zoo.tasks.base import (LoadedModel, Prepared, Split, Task, as_list, hash_arrays,
                             majority_accuracy, package_url, prior_loss, sequence_network)
@@ -49,7 +49,7 @@ class SentimentData(Strict):
         "the label is the file name without .txt, or the suffix of any other name "
         "(rt-polarity.pos -> pos). auto: .csv / .tsv / .tab by suffix, a folder with "
         "sub-folders as folders, any other folder as files."))
-    encoding: str = Field("utf-8", description="The text encoding of the file(s), any Python codec name (utf-8, latin-1, cp1252, utf-16, ...). A UTF-8 byte-order mark is dropped; bytes that do not decode are refused with the line and column.")
+    encoding: str = ENCODING
     text_column: str = Field("text", description="csv / tsv: the column holding the text.")
     label_column: str = Field("label", description="csv / tsv: the column holding the label.")
     val_fraction: float = Field(0.1, gt=0, lt=1, description=(

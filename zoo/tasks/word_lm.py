@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import Field
 
 from zoo.errors import ZooError
-from zoo.schema import Strict
+from zoo.schema import ENCODING, Strict
 from zoo.tasks import register_task
 from zoo.tasks.base import (LoadedModel, Prepared, Split, Task, hash_arrays, read_corpus,
                             sequence_network)
@@ -38,7 +38,7 @@ class WordLMData(Strict):
         "A plain text file, relative to the recipe (or to the working directory), split into "
         "sentences and words; its contiguous parts are training, then val_fraction, then "
         "test_fraction of its characters. null: Shakespeare's plays, whole plays held out."))
-    encoding: str = Field("utf-8", description="The text encoding of the file(s), any Python codec name (utf-8, latin-1, cp1252, utf-16, ...). A UTF-8 byte-order mark is dropped; bytes that do not decode are refused with the line and column.")
+    encoding: str = ENCODING
     val_fraction: float = Field(0.05, gt=0, lt=1, description=(
         "The part held out for validation: of the characters of data.path, or of the plays."))
     test_fraction: float = Field(0.05, gt=0, lt=1, description=(
