@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 from zoo.card import model_card
 from zoo.errors import ZooError
 
 ALPHA = 0.01                 # the guard's one-sided significance level
-Z_ALPHA = 2.3263478740408408  # the standard normal's upper 1 % point
+Z_ALPHA = NormalDist().inv_cdf(1 - ALPHA)  # the standard normal's upper ALPHA point (2.326)
 CARD_INPUTS = "model_card.json"   # the run artifact holding what the card is written from
 
 
