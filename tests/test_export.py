@@ -271,6 +271,15 @@ train: {epochs: 1, batch_size: 16, seed: 2, verbose: 0}
     assert (tmp_path / "b" / "model.onnx").read_bytes() == (tmp_path / "a" / "model.onnx").read_bytes()
     assert (tmp_path / "b" / "digest.txt").read_text().strip() == \
         mlflow.MlflowClient().get_model_version("lstm-sentiment", "1").tags["zoo.bundle_digest"]
+    # an upload cut off before its digest.txt (which is logged last) is never reused
+    from urllib.parse import urlparse
+
+    root = Path(urlparse(mlflow.MlflowClient().get_run(res.run_id).info.artifact_uri).path)
+    (root / "exports" / "onnx" / "digest.txt").unlink()
+    assert main(["export", "lstm-sentiment/1", "--format", "onnx", "--out",
+                 str(tmp_path / "d")]) == 0
+    assert "reused" not in capsys.readouterr().err
+    assert (root / "exports" / "onnx" / "digest.txt").is_file()
     # the loaded model object exports the same way
     import zoo
 

@@ -436,8 +436,7 @@ def export_version(spec: str, fmt: str, out: str | Path | None, store: str | Non
             return out
     export(loaded, fmt, out)
     if run_id and digest:
-        (out / "digest.txt").write_text(digest + "\n")
-        _log(run_id, fmt, out, store)
+        _log(run_id, fmt, out, digest, store)
         echo(f"exported {loaded.name} version {loaded.version} as {fmt} -> {out}; logged on "
              f"run {run_id} as {artifact_path(fmt)}")
     else:
@@ -470,10 +469,15 @@ def _logged(run_id: str, fmt: str, digest: str, out: Path, store: str | None) ->
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _log(run_id: str, fmt: str, folder: Path, store: str | None) -> None:
+def _log(run_id: str, fmt: str, folder: Path, digest: str, store: str | None) -> None:
+    """Log ``folder`` as the run's export of ``fmt``, ``digest.txt`` last: it marks a complete
+    upload, so a ``zoo export`` running at the same time never reuses a half-logged one."""
     from zoo import tracking
 
-    tracking.client(_store(store)).log_artifacts(run_id, str(folder), artifact_path(fmt))
+    c = tracking.client(_store(store))
+    c.log_artifacts(run_id, str(folder), artifact_path(fmt))
+    (folder / "digest.txt").write_text(digest + "\n")
+    c.log_artifact(run_id, str(folder / "digest.txt"), artifact_path(fmt))
 
 
 def _store(store: str | None):
